@@ -16,10 +16,32 @@ R = profile rows, P = profile distances, K = hidden layers, M = hidden positions
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from lminf_diag.errors import InvalidArgumentError, RunDirectoryError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ARRAYS_FILE = "arrays.npz"
+META_FILE = "meta.json"
+TRACE_FORMAT = "lminf_diag.trace"
+TRACE_FORMAT_VERSION = 1
+# Every array field of `Trace`, in declaration order (all fields except `meta`).
+ARRAY_FIELDS = (
+    "layers", "heads", "positions", "entropy", "max_logit", "lse", "sink_mass", "dist_mass",
+    "dist_edges", "profile_rows", "profile_dist", "logit_profile", "hidden_layers",
+    "hidden_positions", "hidden", "nll",
+)  # fmt: skip
+STATS = ("entropy", "max_logit", "lse", "sink_mass")  # the (L, H, N) statistics to_frame accepts
 
 
 @dataclass
@@ -67,3 +89,168 @@ class Trace:
     @property
     def label(self) -> str:
         return self.meta.label
+
+    # ------------------------------------------------------------------ I/O and views
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write `arrays.npz` and `meta.json` into `directory` (created if needed), atomically.
+
+        Each file is written to a temporary file in the same directory and moved into place
+        with `os.replace`; `meta.json` goes last, so a directory with a `meta.json` is complete.
+        dtypes are kept as they are (dist_mass and hidden stay float16).
+
+        >>> import tempfile
+        >>> from tests.synthetic import make_trace
+        >>> t = make_trace(n=64, train_len=16)
+        >>> d = t.save(tempfile.mkdtemp())
+        >>> Trace.load(d).entropy.shape
+        (2, 3, 64)
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays = {name: np.asarray(getattr(self, name)) for name in ARRAY_FIELDS}
+        meta = {
+            "format": TRACE_FORMAT,
+            "format_version": TRACE_FORMAT_VERSION,
+            "meta": dataclasses.asdict(self.meta),
+            "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()},
+        }
+        _atomic_write(out / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
+        text = json.dumps(meta, indent=2, default=_json_default).encode()
+        _atomic_write(out / META_FILE, lambda f: f.write(text))
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Trace:
+        """Read a trace written by `save`; raise RunDirectoryError when the directory is not one.
+
+        >>> Trace.load("/nonexistent")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        lminf_diag.errors.RunDirectoryError: ...
+        """
+        src = Path(directory)
+        if not src.is_dir():
+            raise RunDirectoryError(f"{src}: not a directory; expected a trace directory holding {META_FILE} and {ARRAYS_FILE}")
+        for name in (META_FILE, ARRAYS_FILE):
+            if not (src / name).is_file():
+                raise RunDirectoryError(f"{src}: missing {name}; a trace directory holds {META_FILE} and {ARRAYS_FILE} (written by Trace.save)")
+        try:
+            info = json.loads((src / META_FILE).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunDirectoryError(f"{src / META_FILE}: unreadable or not JSON ({e})") from e
+        if not isinstance(info, dict) or info.get("format") != TRACE_FORMAT:
+            raise RunDirectoryError(f"{src / META_FILE}: not a trace meta file (expected format {TRACE_FORMAT!r})")
+        meta_fields = {f.name for f in dataclasses.fields(TraceMeta)}
+        raw_meta = info.get("meta")
+        if not isinstance(raw_meta, dict) or set(raw_meta) - meta_fields:
+            unknown = sorted(set(raw_meta) - meta_fields) if isinstance(raw_meta, dict) else raw_meta
+            raise RunDirectoryError(f"{src / META_FILE}: bad 'meta' entry; unknown TraceMeta fields {unknown}")
+        try:
+            with np.load(src / ARRAYS_FILE, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise RunDirectoryError(f"{src / ARRAYS_FILE}: unreadable npz archive ({e})") from e
+        missing = [n for n in ARRAY_FIELDS if n not in arrays]
+        if missing:
+            raise RunDirectoryError(f"{src / ARRAYS_FILE}: missing arrays {missing}")
+        shapes = info.get("arrays", {})
+        for name in ARRAY_FIELDS:
+            want = shapes.get(name, {}).get("shape")
+            if want is not None and list(arrays[name].shape) != list(want):
+                raise RunDirectoryError(
+                    f"{src}: array {name!r} has shape {arrays[name].shape}, meta.json says {tuple(want)}"
+                )
+        return cls(meta=TraceMeta(**raw_meta), **{n: arrays[n] for n in ARRAY_FIELDS})
+
+    def to_frame(self, stat: str = "entropy", reduce: str | None = "heads") -> pd.DataFrame:
+        """One (L, H, N) statistic in long format.
+
+        reduce=None -> columns layer, head, position, value, label (L*H*N rows);
+        "heads" -> layer, position, value, label (mean over heads, NaN ignored);
+        "all" -> position, value, label (mean over layers and heads).
+        `layer` and `head` are model indices (`self.layers`, `self.heads`).
+
+        >>> from tests.synthetic import make_trace
+        >>> make_trace(n=64, layers=2).to_frame("entropy", reduce="heads").shape
+        (128, 4)
+        """
+        import pandas as pd
+
+        if stat not in STATS:
+            raise InvalidArgumentError(f"stat={stat!r}; accepted: {', '.join(STATS)}")
+        arr = np.asarray(getattr(self, stat), dtype=np.float64)  # (L, H, N)
+        n_l, n_h, n = arr.shape
+        pos = np.asarray(self.positions)
+        if reduce is None:
+            cols = {
+                "layer": np.repeat(np.asarray(self.layers), n_h * n),
+                "head": np.tile(np.repeat(np.asarray(self.heads), n), n_l),
+                "position": np.tile(pos, n_l * n_h),
+                "value": arr.reshape(-1),
+            }
+        elif reduce == "heads":
+            cols = {
+                "layer": np.repeat(np.asarray(self.layers), n),
+                "position": np.tile(pos, n_l),
+                "value": _nanmean(arr, axis=1).reshape(-1),
+            }
+        elif reduce == "all":
+            cols = {"position": pos, "value": _nanmean(arr, axis=(0, 1))}
+        else:
+            raise InvalidArgumentError(f"reduce={reduce!r}; accepted: None, 'heads', 'all'")
+        frame = pd.DataFrame(cols)
+        frame["label"] = self.label
+        return frame
+
+    def summary_dict(self) -> dict[str, Any]:
+        """Plain-Python overview: n_tokens, label, layers, train_len (+ model, heads, hidden layers).
+
+        >>> from tests.synthetic import make_trace
+        >>> make_trace(n=64, train_len=16).summary_dict()["train_len"]
+        16
+        """
+        return {
+            "label": self.label,
+            "model": self.meta.model,
+            "n_tokens": self.n_tokens,
+            "train_len": int(self.meta.train_len),
+            "layers": [int(x) for x in np.asarray(self.layers)],
+            "heads": [int(x) for x in np.asarray(self.heads)],
+            "hidden_layers": [int(x) for x in np.asarray(self.hidden_layers)],
+            "profile_rows": int(np.asarray(self.profile_rows).shape[0]),
+        }
+
+
+def _nanmean(arr: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    """Mean ignoring NaN; all-NaN slices give NaN without a warning."""
+    finite = ~np.isnan(arr)
+    count = finite.sum(axis=axis)
+    total = np.where(finite, arr, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON encoder fallback for numpy scalars and arrays inside meta dicts."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"meta value of type {type(obj).__name__} is not JSON serializable")
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call write(binary file) on a temp file next to `path`, fsync, then os.replace it onto `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

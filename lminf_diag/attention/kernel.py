@@ -1,0 +1,137 @@
+"""The one attention kernel: causal, Λ-shaped or windowed attention with an optional distance cap.
+
+It serves both the LM-Infinite patch and the statistics capture, so baseline and patched runs go
+through the same code and produce the same kinds of results. Two paths compute the same function:
+
+* fused (`fused.py`): for prefill without statistics, the local band runs through the backend's
+  fused attention (which returns the log-sum-exp) and the few far keys are merged in exactly;
+* explicit (here): block by block over query rows, fp32 scores for the keys a row can see
+  (window + far keys), softmax in fp32, optional statistics. Used for decoding, cached chunks,
+  ALiBi, logit soft-capping and whenever statistics are requested.
+
+Memory is O(rows_per_block x (n_local + n_global)) per head; nothing n x n is ever allocated
+except for plain causal attention with `Plan.is_full`, where the block is rows x keys.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .fused import fused_attend, fused_supported
+from .rotary import RotaryOps
+from .spec import Plan
+from .stats import StatsRequest, reduce_block
+
+BLOCK_ELEMENTS = 1 << 24  # fp32 score elements per block (64 MB per tensor)
+
+
+def attend(
+    q: torch.Tensor,  # (B, H, Nq, D) already rotated by the model
+    k: torch.Tensor,  # (B, Hkv, Nk, D) already rotated, KV cache included
+    v: torch.Tensor,  # (B, Hkv, Nk, Dv)
+    plan: Plan,
+    *,
+    scaling: float,
+    q_pos: torch.Tensor | None = None,  # (Nq,) int64 query positions
+    k_pos: torch.Tensor | None = None,  # (Nk,) int64 key positions, ascending
+    rope: RotaryOps | None = None,
+    alibi: torch.Tensor | None = None,  # (H,) slopes: bias = -slope * distance
+    softcap: float | None = None,
+    stats: StatsRequest | None = None,
+) -> torch.Tensor:
+    """Attention output (B, Nq, H, Dv), contiguous, in v's dtype.
+
+    Example:
+        >>> q, k, v = torch.randn(3, 1, 2, 6, 4).unbind(0)
+        >>> ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        >>> out = attend(q, k, v, Plan(), scaling=0.5)
+        >>> torch.allclose(out.transpose(1, 2), ref, atol=1e-5)
+        True
+    """
+    nq, nk = q.shape[2], k.shape[2]
+    dev = q.device
+    if k_pos is None:
+        k_pos = torch.arange(nk, device=dev)
+    if q_pos is None:
+        q_pos = k_pos[nk - nq :]
+    q_pos, k_pos = q_pos.to(dev, torch.int64), k_pos.to(dev, torch.int64)
+    if plan.cap and rope is None and alibi is None:
+        plan = Plan(plan.n_local, plan.n_global, False, plan.limit)  # no positions to cap
+    simple = stats is None and alibi is None and softcap is None
+    if simple and fused_supported(q, nq, nk, q_pos, k_pos):
+        return fused_attend(q, k, v, plan, scaling, rope, q_pos)
+    return explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, stats)
+
+
+def _far_keys(plan: Plan, k_pos: torch.Tensor) -> int:
+    """Number of leading keys that may be attended as far (global) keys."""
+    if plan.n_local is None or plan.n_global == 0:
+        return 0
+    if plan.n_global is None:
+        return k_pos.shape[0]
+    return int(torch.searchsorted(k_pos, plan.n_global))
+
+
+def explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, stats):
+    """Block-by-block fp32 attention; see `attend` for the arguments."""
+    B, H, nq, D = q.shape
+    hkv, dv = k.shape[1], v.shape[-1]
+    g = H // hkv
+    out = torch.empty(B, nq, H, dv, dtype=v.dtype, device=q.device)
+    qg = q.reshape(B, hkv, g, nq, D)
+    kf, vf = k.float()[:, :, None], v.float()[:, :, None]  # (B, Hkv, 1, Nk, D)
+    slopes = alibi.float().to(q.device).view(1, hkv, g, 1, 1) if alibi is not None else None
+    n_far = _far_keys(plan, k_pos)
+    k_far = kf[..., :n_far, :]
+    if plan.cap and rope is not None and n_far:
+        k_far = rope.move(k[:, :, :n_far], k_pos[:n_far], 0)[:, :, None]  # far keys at position 0
+    span = (plan.n_local or k.shape[2]) + n_far
+    rows = max(1, min(nq, BLOCK_ELEMENTS // max(1, B * H * span)))
+    for a in range(0, nq, rows):
+        b = min(nq, a + rows)
+        qp = q_pos[a:b]
+        first = 0 if plan.n_local is None else int(torch.searchsorted(k_pos, qp[0] - plan.n_local + 1))
+        last = int(torch.searchsorted(k_pos, qp[-1], right=True))
+        d_loc = qp[:, None] - k_pos[None, first:last]  # (nb, Kl)
+        ok_loc = (d_loc >= 0) if plan.n_local is None else (d_loc >= 0) & (d_loc < plan.n_local)
+        s = _scores(qg[..., a:b, :].float(), kf[..., first:last, :], scaling, softcap)
+        if slopes is not None:
+            s = s - slopes * d_loc
+        parts_s, parts_v, parts_d, parts_ok = [s], [vf[..., first:last, :]], [d_loc], [ok_loc]
+        fe = 0 if plan.n_local is None else min(n_far, int(torch.searchsorted(k_pos, qp[-1] - plan.n_local + 1)))
+        if fe > 0:
+            d_far = qp[:, None] - k_pos[None, :fe]
+            qb = qg[..., a:b, :]
+            if plan.cap and rope is not None:
+                qb = rope.move(q[:, :, a:b], qp, plan.limit).reshape(B, hkv, g, b - a, D)
+            s_far = _scores(qb.float(), k_far[..., :fe, :], scaling, softcap)
+            if slopes is not None:
+                s_far = s_far - slopes * (plan.limit if plan.cap else d_far)
+            parts_s.insert(0, s_far)
+            parts_v.insert(0, vf[..., :fe, :])
+            parts_d.insert(0, d_far)
+            parts_ok.insert(0, d_far >= plan.n_local)
+        s = torch.cat(parts_s, -1) if len(parts_s) > 1 else parts_s[0]
+        ok = torch.cat(parts_ok, -1) if len(parts_ok) > 1 else parts_ok[0]
+        s = s.masked_fill(~ok, float("-inf"))  # (B, Hkv, g, nb, K)
+        lse = torch.logsumexp(s, -1)
+        p = torch.exp(s - lse[..., None])
+        vv = torch.cat(parts_v, -2) if len(parts_v) > 1 else parts_v[0]
+        o = p @ vv  # (B, Hkv, g, nb, Dv)
+        out[:, a:b] = o.reshape(B, H, b - a, dv).transpose(1, 2).to(v.dtype)
+        if stats is not None:
+            dist = torch.cat(parts_d, -1).masked_fill(~ok, -1)
+            keys = torch.cat([k_pos[:fe], k_pos[first:last]]) if fe else k_pos[first:last]
+            flat = (B, H, b - a)
+            res = reduce_block(
+                s.reshape(*flat, -1), p.reshape(*flat, -1), lse.reshape(flat), dist, keys, qp, stats
+            )
+            stats.sink(slice(a, b), res)
+    return out
+
+
+def _scores(qb: torch.Tensor, kb: torch.Tensor, scaling: float, softcap: float | None) -> torch.Tensor:
+    s = (qb @ kb.transpose(-1, -2)) * scaling
+    if softcap:
+        s = torch.tanh(s / softcap) * softcap
+    return s

@@ -1,0 +1,95 @@
+"""Streaming attention statistics, reduced block by block from the scores the kernel used.
+
+Nothing n x n is kept: for each block of query rows the kernel hands its fp32 scores `s`
+(B, H, nb, K), probabilities `p` and log-sum-exp to `reduce_block`, which returns per-row
+statistics; the capture layer writes them into its buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+def log_edges(max_distance: int, per_octave: int = 1) -> np.ndarray:
+    """Log-spaced distance bin edges [0, 1, 2, 4, ...] covering 0..max_distance (inclusive).
+
+    Example:
+        >>> log_edges(10).tolist()
+        [0, 1, 2, 4, 8, 16]
+    """
+    edges = [0, 1]
+    while edges[-1] <= max_distance:
+        nxt = edges[-1] * 2 ** (1 / per_octave)
+        edges.append(max(edges[-1] + 1, int(round(nxt))))
+    return np.asarray(edges, dtype=np.int64)
+
+
+def profile_grid(max_distance: int, points: int = 256) -> np.ndarray:
+    """Distances at which running-max logit profiles are sampled: 0..15 then log-spaced."""
+    lin = np.arange(0, min(16, max_distance + 1))
+    log = np.geomspace(16, max(16, max_distance), num=points) if max_distance > 16 else np.array([])
+    return np.unique(np.concatenate([lin, np.round(log).astype(np.int64)])).astype(np.int64)
+
+
+@dataclass
+class StatsRequest:
+    """What one layer should measure, and where the per-block results go.
+
+    sink:  called as sink(rows: slice, stats: dict[str, Tensor]) for each query block; the dict
+           holds entropy, max_logit, lse, sink_mass (B, H, nb), dist_mass (B, H, nb, bins) and
+           optionally profiles: list of (row_position, (B, H, P) running max) for profile rows.
+    """
+
+    sink: Callable[[slice, dict], None]
+    sink_tokens: int = 4
+    dist_edges: np.ndarray = field(default_factory=lambda: log_edges(1 << 20))
+    profile_rows: tuple[int, ...] = ()
+    profile_dist: np.ndarray = field(default_factory=lambda: profile_grid(1 << 20))
+
+
+def reduce_block(
+    s: torch.Tensor,  # (B, H, nb, K) fp32 scores, -inf where not attended
+    p: torch.Tensor,  # (B, H, nb, K) fp32 probabilities
+    lse: torch.Tensor,  # (B, H, nb)
+    dist: torch.Tensor,  # (nb, K) true distance q_pos - k_pos (int64; may be negative where masked)
+    k_pos: torch.Tensor,  # (K,) key positions
+    q_pos: torch.Tensor,  # (nb,) query positions
+    req: StatsRequest,
+) -> dict:
+    logp = (s - lse[..., None]).masked_fill(p == 0, 0.0)
+    out = {
+        "entropy": -(p * logp).sum(-1),
+        "max_logit": s.amax(-1),
+        "lse": lse,
+        "sink_mass": p[..., k_pos < req.sink_tokens].sum(-1),
+    }
+    edges = torch.as_tensor(req.dist_edges, device=s.device)
+    nbins = len(req.dist_edges) - 1
+    idx = (torch.bucketize(dist.clamp(min=0), edges, right=True) - 1).clamp(0, nbins - 1)
+    dm = torch.zeros(*p.shape[:-1], nbins, dtype=p.dtype, device=p.device)
+    out["dist_mass"] = dm.scatter_add_(-1, idx.expand_as(p), p)
+    if req.profile_rows:
+        out["profiles"] = _profiles(s, dist, q_pos, req)
+    return out
+
+
+def _profiles(s, dist, q_pos, req) -> list[tuple[int, torch.Tensor]]:
+    wanted = set(req.profile_rows)
+    grid = torch.as_tensor(req.profile_dist, device=s.device)
+    res = []
+    for r, pos in enumerate(q_pos.tolist()):
+        if pos not in wanted:
+            continue
+        ok = dist[r] >= 0
+        vals = torch.full((*s.shape[:2], pos + 1), float("-inf"), device=s.device)
+        vals[..., dist[r][ok]] = s[:, :, r, ok]
+        run = vals.cummax(-1).values  # running max over distance 0..d
+        inside = grid <= pos
+        prof = torch.full((*s.shape[:2], len(grid)), float("nan"), device=s.device)
+        prof[..., inside] = run[..., grid[inside]]
+        res.append((pos, prof))
+    return res
