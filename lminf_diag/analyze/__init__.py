@@ -1,0 +1,60 @@
+"""Analyzers: each turns a Trace or a Comparison into a result with key figures, a table and plots.
+
+    logit_explosion        factor 1: attention logits at unseen distances
+    entropy_growth         factor 2: attention entropy growing like ln n
+    position_subspaces     factor 3: implicit absolute position in hidden states
+    perplexity_by_position the outcome: loss within vs beyond the training length
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lminf_diag.analyze.base import AnalysisResult
+from lminf_diag.analyze.entropy import EntropyGrowthResult, EntropyStats, LogFit, entropy_growth
+from lminf_diag.analyze.logits import LogitExplosionResult, LogitStats, TopHead, logit_explosion
+from lminf_diag.analyze.perplexity import PerplexityResult, PerplexityStats, perplexity_by_position
+from lminf_diag.analyze.positions import LayerSubspace, PositionStats, PositionSubspaceResult, position_subspaces
+from lminf_diag.capture.comparison import as_traces, common_train_len
+
+__all__ = [
+    "AnalysisResult",
+    "EntropyGrowthResult",
+    "EntropyStats",
+    "LayerSubspace",
+    "LogFit",
+    "LogitExplosionResult",
+    "LogitStats",
+    "PerplexityResult",
+    "PerplexityStats",
+    "PositionStats",
+    "PositionSubspaceResult",
+    "TopHead",
+    "analyze_all",
+    "entropy_growth",
+    "logit_explosion",
+    "perplexity_by_position",
+    "position_subspaces",
+]
+
+
+def analyze_all(trace_or_cmp, train_len: int | None = None) -> dict[str, AnalysisResult]:
+    """Run every analyzer that the traces have data for.
+
+    Keys, in this order: "logits" (skipped when no trace holds logit-profile rows), "entropy",
+    "positions" (skipped when no hidden states were captured), "perplexity".
+
+    >>> from tests.synthetic import make_comparison
+    >>> list(analyze_all(make_comparison(n=128, train_len=32)))
+    ['logits', 'entropy', 'positions', 'perplexity']
+    """
+    traces = as_traces(trace_or_cmp)
+    tl = common_train_len(traces, train_len)
+    out: dict[str, AnalysisResult] = {}
+    if any(np.asarray(t.logit_profile).size for t in traces.values()):
+        out["logits"] = logit_explosion(traces, train_len=tl)
+    out["entropy"] = entropy_growth(traces, train_len=tl)
+    if any(np.asarray(t.hidden).size for t in traces.values()):
+        out["positions"] = position_subspaces(traces, train_len=tl)
+    out["perplexity"] = perplexity_by_position(traces, train_len=tl)
+    return out

@@ -81,7 +81,12 @@ _FAMILIES: tuple[FamilySpec, ...] = (
         "phi3", "rope", "interface", "model.rotary_emb", _MPE, "partial rotary when partial_rotary_factor < 1"
     ),
     FamilySpec(
-        "gpt_neox", "rope_partial", "interface", "gpt_neox.rotary_emb", _MPE, "Pythia; rotary_pct 0.25 by default"
+        "gpt_neox",
+        "rope_partial",
+        "interface",
+        "gpt_neox.rotary_emb",
+        _MPE,
+        "Pythia; rotary_pct 0.25 by default",
     ),
     FamilySpec(
         "gptj",
@@ -91,9 +96,13 @@ _FAMILIES: tuple[FamilySpec, ...] = (
         ("n_positions", "max_position_embeddings"),
         "rotate-every-two on rotary_dim channels; sin/cos table stops at n_positions",
     ),
-    FamilySpec("starcoder2", "rope", "interface", "model.rotary_emb", _MPE, "config.sliding_window may be set"),
+    FamilySpec(
+        "starcoder2", "rope", "interface", "model.rotary_emb", _MPE, "config.sliding_window may be set"
+    ),
     FamilySpec("olmo2", "rope", "interface", "model.rotary_emb", _MPE, "q/k RMSNorm before RoPE"),
-    FamilySpec("mpt", "alibi", "module", None, ("max_seq_len",), "ALiBi bias; attention not routed via interface"),
+    FamilySpec(
+        "mpt", "alibi", "module", None, ("max_seq_len",), "ALiBi bias; attention not routed via interface"
+    ),
     FamilySpec("bloom", "alibi", "module", None, (), "ALiBi bias; no training length in config (2048)"),
     FamilySpec("gpt2", "absolute", "none", None, ("n_positions",), "learned absolute positions"),
     FamilySpec("opt", "absolute", "none", None, _MPE, "learned absolute positions"),

@@ -1,0 +1,176 @@
+"""What every analysis result offers, and the plotting helpers they share.
+
+Figure conventions (all analyzers):
+- line plots overlay one line per label, coloured by `label_colors` (the same label has the
+  same colour in every figure); figures that cannot be overlaid (heat maps, scatter plots
+  coloured by position) use subplots with one column per label, in label order;
+- the training length is a dashed vertical line annotated "training length" on every axis
+  whose x is a position or a distance in tokens (`mark_train_len`);
+- a line holds at most MAX_POINTS points (`downsample_index`, log-spaced on log axes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+MAX_POINTS = 2000
+BASELINE_COLOR = "#1f77b4"
+PATCHED_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+@dataclass
+class AnalysisResult:
+    """Base of every analyzer's result: per-label key figures, a table and plotly figures.
+
+    Subclasses fill `labels` (baseline first), `train_len` (None if unknown), and override
+    `title`, `description` (plain words: what the figures show), `summary`, `to_frame`, `figures`.
+    """
+
+    labels: list[str] = field(default_factory=list)
+    train_len: int | None = None
+    title: str = ""
+    description: str = ""
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """label -> {key figure: plain float} (NaN where undefined)."""
+        raise NotImplementedError
+
+    def to_frame(self) -> pd.DataFrame:
+        """The result as a long-format pandas DataFrame with a `label` column."""
+        raise NotImplementedError
+
+    def figures(self) -> list[go.Figure]:
+        """Plotly figures, baseline and patched runs side by side; light enough for a report."""
+        raise NotImplementedError
+
+
+def label_colors(labels: list[str]) -> dict[str, str]:
+    """Fixed colours: "baseline" is blue, the other labels take PATCHED_COLORS in order.
+
+    >>> label_colors(["baseline", "lambda"])
+    {'baseline': '#1f77b4', 'lambda': '#ff7f0e'}
+    """
+    others = [lab for lab in labels if lab != "baseline"]
+    out = {lab: PATCHED_COLORS[i % len(PATCHED_COLORS)] for i, lab in enumerate(others)}
+    if "baseline" in labels:
+        out = {"baseline": BASELINE_COLOR, **out}
+    return {lab: out[lab] for lab in labels}
+
+
+def downsample_index(n: int, max_points: int = MAX_POINTS, log: bool = False) -> np.ndarray:
+    """Sorted indices into a length-n series, at most max_points of them, first and last kept.
+
+    log=True spaces them evenly in log(index + 1), for a log x axis.
+
+    >>> downsample_index(10, 4).tolist()
+    [0, 3, 6, 9]
+    >>> len(downsample_index(100_000, 2000, log=True)) <= 2000
+    True
+    """
+    if n <= max_points:
+        return np.arange(n)
+    if log:
+        idx = np.unique(np.round(np.geomspace(1, n, max_points)).astype(np.int64) - 1)
+    else:
+        idx = np.unique(np.round(np.linspace(0, n - 1, max_points)).astype(np.int64))
+    return idx
+
+
+def nanmean(arr: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Mean ignoring NaN; all-NaN slices give NaN (no RuntimeWarning).
+
+    >>> float(nanmean(np.array([1.0, np.nan, 3.0])))
+    2.0
+    """
+    arr = np.asarray(arr, dtype=np.float64)
+    finite = ~np.isnan(arr)
+    count = finite.sum(axis=axis)
+    total = np.where(finite, arr, 0.0).sum(axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def nanmax(arr: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Max ignoring NaN; all-NaN or empty slices give NaN (no warning, no exception)."""
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.size == 0 and axis is None:
+        return np.float64(np.nan)
+    filled = np.where(np.isnan(arr), -np.inf, arr)
+    out = filled.max(axis=axis, initial=-np.inf)
+    return np.where(np.isneginf(out), np.nan, out)
+
+
+def as_float(x: object) -> float:
+    """A plain Python float (NaN for None)."""
+    return float("nan") if x is None else float(np.asarray(x, dtype=np.float64))
+
+
+def axis_ref(i: int) -> str:
+    """Axis reference suffix of the i-th subplot (0-based): "" for the first, then "2", "3", ..."""
+    return "" if i == 0 else str(i + 1)
+
+
+def mark_train_len(
+    fig: go.Figure, train_len: int | None, *, log_x: bool = False, n_axes: int = 1, x_offset: float = 0.0
+) -> go.Figure:
+    """Dashed vertical line at the training length, annotated "training length", on each x axis.
+
+    Shapes on a log axis take data coordinates but annotations take log10 coordinates, so the
+    annotation position is converted. x_offset shifts the line when the axis plots position+1.
+
+    >>> import plotly.graph_objects as go
+    >>> fig = mark_train_len(go.Figure(), 128)
+    >>> fig.layout.shapes[0].x0, fig.layout.annotations[0].text
+    (128, 'training length')
+    """
+    if train_len is None:
+        return fig
+    x = train_len + x_offset
+    for i in range(n_axes):
+        ref = axis_ref(i)
+        fig.add_shape(
+            type="line",
+            xref=f"x{ref}",
+            yref=f"y{ref} domain",
+            x0=x,
+            x1=x,
+            y0=0,
+            y1=1,
+            line={"dash": "dash", "color": "gray", "width": 1.5},
+            name="training length",
+        )
+        fig.add_annotation(
+            x=float(np.log10(x)) if log_x else x,
+            xref=f"x{ref}",
+            yref=f"y{ref} domain",
+            y=1.0,
+            yanchor="bottom",
+            text="training length",
+            showarrow=False,
+            font={"size": 11, "color": "gray"},
+        )
+    return fig
+
+
+def line_figure(title: str, x_title: str, y_title: str, *, log_x: bool = False) -> go.Figure:
+    """An empty figure with titled axes and a horizontal legend, ready for overlaid lines."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.update_layout(
+        title=title,
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2},
+        template="plotly_white",
+        margin={"t": 70},
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig

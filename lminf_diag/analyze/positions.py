@@ -1,0 +1,262 @@
+"""Factor 3 of LM-Infinite: hidden states carry implicit absolute position, mostly in the first tokens.
+
+For each captured hidden layer (`hidden` (K, M, D) at `hidden_positions` (M,)):
+- PCA of the hidden states, plotted coloured by position, and its explained variance ratios;
+- `first_token_distance`: mean distance of the first `first_tokens` positions from the centroid of
+  the others, in units of the others' RMS spread sqrt(mean ||x - centroid||^2) (a typical bulk
+  point sits near 1);
+- a linear probe (standardize + ridge, alpha by GCV) predicting ln(position + 1), scored by 5-fold
+  shuffled cross-validated R² (seed 0);
+- principal angles (degrees) between the top-`n_components` PCA subspaces of a window within the
+  training length and one beyond it (NaN when there are no positions beyond).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from scipy.linalg import subspace_angles
+from sklearn.decomposition import PCA
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lminf_diag.analyze.base import AnalysisResult, as_float, downsample_index, label_colors, line_figure, mark_train_len
+from lminf_diag.capture.comparison import as_traces, common_train_len
+from lminf_diag.capture.trace import Trace
+from lminf_diag.errors import InvalidArgumentError
+
+MAX_SCATTER_LAYERS = 3
+MIN_PROBE_POINTS = 10
+
+
+@dataclass
+class LayerSubspace:
+    """One hidden layer of one label."""
+
+    hidden_layer: int  # 0 = embeddings, i = after layer i
+    explained_variance: np.ndarray  # (n_components,) ratios
+    coords: np.ndarray  # (S, 2) first two PCA coordinates of <= 2000 sampled points
+    coord_positions: np.ndarray  # (S,) their positions
+    distance_profile: np.ndarray  # (M,) distance from the bulk centroid, in bulk RMS units
+    first_token_distance: float
+    probe_r2: float
+    principal_angles: np.ndarray  # (n_components,) degrees, or empty
+
+
+@dataclass
+class PositionStats:
+    """One label: positions (M,) of the hidden states and the analysed layers."""
+
+    label: str
+    positions: np.ndarray  # (M,)
+    layers: list[LayerSubspace]
+
+    def mean(self, name: str) -> float:
+        vals = [as_float(np.mean(getattr(ly, name))) for ly in self.layers if np.size(getattr(ly, name))]
+        vals = [v for v in vals if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+
+@dataclass
+class PositionSubspaceResult(AnalysisResult):
+    """Result of `position_subspaces`; `per_label` maps label -> PositionStats."""
+
+    per_label: dict[str, PositionStats] = field(default_factory=dict)
+    title: str = "Implicit absolute position in hidden states"
+    description: str = (
+        "How far each token's hidden state sits from the bulk of the others (in units of their spread), "
+        "a PCA view coloured by position, and how well a linear probe reads the position off the hidden "
+        "state. The first tokens standing far apart, and a high probe R², mean the model keeps absolute "
+        "position in its hidden states even without position embeddings."
+    )
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """label -> probe_r2 (mean), probe_r2_layer<k>, first_token_distance, pc1_var, principal_angle_mean."""
+        out: dict[str, dict[str, float]] = {}
+        for lab, s in self.per_label.items():
+            d = {
+                "probe_r2": s.mean("probe_r2"),
+                "first_token_distance": s.mean("first_token_distance"),
+                "pc1_var": float(np.mean([ly.explained_variance[0] for ly in s.layers])) if s.layers else float("nan"),
+                "principal_angle_mean": s.mean("principal_angles"),
+            }
+            d.update({f"probe_r2_layer{ly.hidden_layer}": float(ly.probe_r2) for ly in s.layers})
+            out[lab] = d
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (label, hidden layer): probe_r2, first_token_distance, pc<i>_var, angle_mean."""
+        rows = []
+        for lab, s in self.per_label.items():
+            for ly in s.layers:
+                row = {"label": lab, "hidden_layer": ly.hidden_layer, "probe_r2": ly.probe_r2}
+                row["first_token_distance"] = ly.first_token_distance
+                row.update({f"pc{i + 1}_var": float(v) for i, v in enumerate(ly.explained_variance)})
+                row["principal_angle_mean"] = as_float(np.mean(ly.principal_angles)) if ly.principal_angles.size else np.nan
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def figures(self) -> list[go.Figure]:
+        """Distance from the bulk vs position; PCA scatter (layers x labels); probe R² per layer."""
+        colors = label_colors(self.labels)
+        dist = line_figure(
+            "Distance of each token's hidden state from the bulk",
+            "position + 1 (tokens, log scale)",
+            "distance from bulk centroid (bulk RMS units)",
+            log_x=True,
+        )
+        for lab, s in self.per_label.items():
+            if not s.layers:
+                continue
+            prof = np.mean([ly.distance_profile for ly in s.layers], axis=0)  # (M,)
+            idx = downsample_index(prof.size, log=True)
+            dist.add_trace(
+                go.Scatter(x=s.positions[idx] + 1, y=prof[idx], name=f"{lab} (mean over layers)", line={"color": colors[lab]})
+            )
+        mark_train_len(dist, self.train_len, log_x=True)
+        probe = line_figure("Linear probe for position", "hidden layer (0 = embeddings)", "cross-validated R² of ln(position + 1)")
+        for lab, s in self.per_label.items():
+            x = [ly.hidden_layer for ly in s.layers]
+            y = [ly.probe_r2 for ly in s.layers]
+            probe.add_trace(go.Scatter(x=x, y=y, name=lab, mode="lines+markers", line={"color": colors[lab]}))
+        return [dist, self._scatter(), probe]
+
+    def _scatter(self) -> go.Figure:
+        """PCA scatter: one row per shown layer (<= 3), one column per label, colour = log10(position + 1)."""
+        labs = [lab for lab, s in self.per_label.items() if s.layers]
+        shown = sorted({ly.hidden_layer for lab in labs for ly in self.per_label[lab].layers})
+        if len(shown) > MAX_SCATTER_LAYERS:
+            shown = [shown[0], shown[len(shown) // 2], shown[-1]]
+        titles = [f"{lab}, hidden layer {k}" for k in shown for lab in labs]
+        fig = make_subplots(rows=max(len(shown), 1), cols=max(len(labs), 1), subplot_titles=titles)
+        cmax = max((float(np.log10(s.positions.max() + 1)) for s in self.per_label.values() if s.positions.size), default=1)
+        ticks = [v for v in range(int(np.floor(cmax)) + 1)]
+        first = True
+        for r, k in enumerate(shown):
+            for c, lab in enumerate(labs):
+                ly = next((ly for ly in self.per_label[lab].layers if ly.hidden_layer == k), None)
+                if ly is None:
+                    continue
+                marker = {
+                    "size": 4, "color": np.log10(ly.coord_positions + 1.0), "colorscale": "Viridis", "cmin": 0, "cmax": cmax,
+                    "showscale": first,
+                    "colorbar": {"title": "position", "tickvals": ticks, "ticktext": [f"{10**v - 1:g}" for v in ticks]},
+                }  # fmt: skip
+                fig.add_trace(
+                    go.Scatter(x=ly.coords[:, 0], y=ly.coords[:, 1], mode="markers", marker=marker, showlegend=False,
+                               text=[f"position {p}" for p in ly.coord_positions]),
+                    row=r + 1, col=c + 1,
+                )  # fmt: skip
+                first = False
+                fig.update_xaxes(title_text="PC1", row=r + 1, col=c + 1)
+                fig.update_yaxes(title_text="PC2", row=r + 1, col=c + 1)
+        fig.update_layout(
+            title="Hidden states, first two principal components, coloured by position",
+            template="plotly_white",
+            height=320 * max(len(shown), 1) + 80,
+        )
+        return fig
+
+
+def _subspace(x: np.ndarray, k: int) -> np.ndarray | None:
+    """(D, k) orthonormal basis of the top-k principal directions of x (rows), None if too few rows."""
+    if x.shape[0] <= k:
+        return None
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    return vt[:k].T
+
+
+def _layer(x: np.ndarray, pos: np.ndarray, k: int, args: dict) -> LayerSubspace:
+    """Everything for one (M, D) float64 matrix of hidden states at positions pos (M,)."""
+    ncomp = max(1, min(max(args["n_components"], 2), x.shape[0], x.shape[1]))
+    pca = PCA(n_components=ncomp, random_state=0)
+    proj = pca.fit_transform(x)  # (M, ncomp)
+    if proj.shape[1] < 2:
+        proj = np.column_stack([proj, np.zeros(len(proj))])
+    sample = downsample_index(len(pos), log=True)
+    first = pos < args["first_tokens"]
+    bulk = x[~first]
+    if bulk.shape[0] >= 2:
+        centre = bulk.mean(0)
+        rms = float(np.sqrt(np.mean(np.sum((bulk - centre) ** 2, axis=1))))
+        prof = np.linalg.norm(x - centre, axis=1) / rms if rms > 0 else np.full(len(pos), np.nan)
+    else:
+        prof = np.full(len(pos), np.nan)
+    r2 = float("nan")
+    if len(pos) >= MIN_PROBE_POINTS:
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 8)))
+        cv = KFold(n_splits=5, shuffle=True, random_state=0)
+        r2 = float(np.mean(cross_val_score(model, x, np.log(pos + 1.0), cv=cv, scoring="r2")))
+    angles = np.empty(0)
+    tl, w, nc = args["train_len"], args["window"], args["n_components"]
+    if tl is not None and (pos >= tl).any():
+        lo_in = args["first_tokens"] if w is None else max(args["first_tokens"], tl - w)
+        lo_out = tl if w is None else max(tl, int(pos.max()) + 1 - w)
+        a = _subspace(x[(pos >= lo_in) & (pos < tl)], nc)
+        b = _subspace(x[pos >= lo_out], nc)
+        if a is not None and b is not None:
+            angles = np.degrees(subspace_angles(a, b))
+    return LayerSubspace(
+        hidden_layer=k,
+        explained_variance=pca.explained_variance_ratio_[: args["n_components"]].copy(),
+        coords=proj[sample, :2],
+        coord_positions=pos[sample],
+        distance_profile=prof,
+        first_token_distance=as_float(np.mean(prof[first])) if first.any() else float("nan"),
+        probe_r2=r2,
+        principal_angles=angles,
+    )
+
+
+def _position_stats(label: str, trace: Trace, layers: list[int] | None, args: dict) -> PositionStats:
+    avail = [int(k) for k in np.asarray(trace.hidden_layers)]
+    pos_all = np.asarray(trace.hidden_positions, dtype=np.int64)
+    wanted = avail if layers is None else [k for k in layers if k in avail]
+    out = []
+    for k in wanted:
+        x = np.asarray(trace.hidden[avail.index(k)], dtype=np.float64)  # (M, D)
+        ok = np.isfinite(x).all(axis=1)
+        if ok.sum() >= 2:
+            out.append(_layer(x[ok], pos_all[ok], k, args))
+    return PositionStats(label=label, positions=pos_all, layers=out)
+
+
+def position_subspaces(
+    trace_or_cmp,
+    *,
+    layers: list[int] | None = None,
+    n_components: int = 2,
+    first_tokens: int = 4,
+    window: int | None = None,
+    train_len: int | None = None,
+) -> PositionSubspaceResult:
+    """PCA, first-token distance, position probe and principal angles per hidden layer.
+
+    layers: hidden-layer indices (values of `trace.hidden_layers`), default all. window: tokens
+    per window for principal angles; None compares positions [first_tokens, train_len) with all
+    positions >= train_len, w compares [train_len - w, train_len) with the last w positions.
+
+    >>> from tests.synthetic import make_trace
+    >>> r = position_subspaces(make_trace(n=256, train_len=64))
+    >>> r.summary()["baseline"]["probe_r2"] > 0.9
+    True
+    """
+    if n_components < 1 or first_tokens < 0 or (window is not None and window < 2):
+        raise InvalidArgumentError("need n_components >= 1, first_tokens >= 0 and window >= 2 (or None)")
+    traces = as_traces(trace_or_cmp)
+    if not any(np.asarray(t.hidden).size for t in traces.values()):
+        raise InvalidArgumentError("no trace holds hidden states; capture hidden layers to analyze positions")
+    if layers is not None:
+        known = {int(k) for t in traces.values() for k in np.asarray(t.hidden_layers)}
+        if not set(layers) & known:
+            raise InvalidArgumentError(f"layers={layers}; captured hidden layers are {sorted(known)}")
+    tl = common_train_len(traces, train_len)
+    args = {"n_components": n_components, "first_tokens": first_tokens, "window": window, "train_len": tl}
+    per_label = {lab: _position_stats(lab, t, layers, args) for lab, t in traces.items()}
+    return PositionSubspaceResult(labels=list(traces), train_len=tl, per_label=per_label)

@@ -1,0 +1,175 @@
+"""Route a model's attention through the one kernel, for the patch and the capture alike.
+
+A `Router` is installed on a model the first time it is patched or captured and removed when
+neither is active any more. It registers the kernel once with transformers' AttentionInterface
+(or replaces the attention forward per module for ALiBi families that do not use the interface),
+and keeps, per attention module, the layer index and its rotary table. What the kernel does is
+decided at each call from `router.spec` (None = baseline) and `router.recorder` (None = no stats).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from ..attention.kernel import attend
+from ..attention.rotary import RotaryOps, ensure_gptj_table, hf_table
+from ..attention.spec import FULL, LambdaSpec, Plan
+from ..errors import InvalidArgumentError
+from ..models.families import family_of
+
+IMPL_NAME = "lminf_diag"
+_ROUTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> Router
+_MODULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # attention module -> (Router, layer)
+
+
+@dataclass
+class Router:
+    """Per-model routing state; see the module docstring."""
+
+    family: Any
+    prev_impl: str | None
+    layers: list  # attention modules, in layer order
+    ropes: dict = field(default_factory=dict)  # id(module) -> RotaryOps | None
+    spec: LambdaSpec | None = None
+    recorder: Any = None  # capture recorder with .request(layer, n_q) -> StatsRequest | None
+    hooks: list = field(default_factory=list)
+    undo: list = field(default_factory=list)  # callables restoring replaced forwards / tables
+
+    def plan_for(self, module, sliding_window: int | None) -> Plan:
+        if sliding_window:  # a layer trained with its own window keeps it
+            return Plan(n_local=int(sliding_window), n_global=0)
+        return FULL if self.spec is None else self.spec.plan()
+
+
+def lminf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """AttentionInterface entry point: (B, H, N, D) in, ((B, N, H, Dv), None) out."""
+    entry = _MODULES.get(module)
+    if entry is None:  # a module we did not route (should not happen): stock behaviour
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    router, layer = entry
+    pos = kwargs.get("position_ids")
+    q_pos = pos.reshape(-1, pos.shape[-1])[0] if pos is not None and pos.shape[-1] == query.shape[2] else None
+    plan = router.plan_for(module, kwargs.get("sliding_window"))
+    stats = router.recorder.request(layer, query.shape[2]) if router.recorder is not None else None
+    out = attend(
+        query,
+        key,
+        value,
+        plan,
+        scaling=module.scaling if scaling is None else scaling,
+        q_pos=q_pos,
+        k_pos=kwargs.get("lminf_key_positions"),
+        rope=router.ropes.get(id(module)),
+        softcap=kwargs.get("softcap"),
+        stats=stats,
+    )
+    return out, None
+
+
+AttentionInterface.register(IMPL_NAME, lminf_attention)
+
+
+def _get_path(root, path: str | None):
+    obj = root
+    for part in (path or "").split("."):
+        if not part:
+            continue
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if path else None
+
+
+def _find_rotary(model, family):
+    mod = _get_path(model, family.rotary_module)
+    if mod is not None:
+        return mod
+    named = [(n, m) for n, m in model.named_modules() if n.endswith("rotary_emb")]
+    return min(named, key=lambda nm: nm[0].count("."))[1] if named else None
+
+
+def _attention_modules(model) -> list:
+    mods = [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
+    return sorted(mods, key=lambda m: m.layer_idx)
+
+
+def _check_padding(model, args, kwargs):
+    mask = kwargs.get("attention_mask")
+    if mask is not None and mask.dim() == 2 and not bool(mask.all()):
+        raise InvalidArgumentError(
+            "padded batches are not supported under the LM-Infinite patch or capture: the attention mask "
+            "holds padding. Run each sequence on its own (batch size 1), or batch sequences of equal length "
+            "without padding."
+        )
+
+
+def router_of(model) -> Router | None:
+    return _ROUTERS.get(model)
+
+
+def install(model) -> Router:
+    """Route `model` through the kernel (idempotent); returns its Router."""
+    router = _ROUTERS.get(model)
+    if router is not None:
+        return router
+    family = family_of(model)
+    if family.route == "module":
+        from .alibi import install_alibi
+
+        router = Router(family, None, [])
+        install_alibi(model, router)
+    else:
+        router = Router(family, model.config._attn_implementation, _attention_modules(model))
+        rotary = _find_rotary(model, family)
+        gptj = family.position == "rope_interleaved"
+        for module in router.layers:
+            if rotary is not None:
+                table = hf_table(rotary, getattr(module, "layer_type", None), gptj=gptj)
+                router.ropes[id(module)] = RotaryOps(table, interleaved=gptj)
+        if gptj and rotary is not None:
+            original = rotary.embed_positions
+
+            def extend(_mod, args, kwargs):
+                pid = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
+                if pid is not None and pid.numel():
+                    ensure_gptj_table(rotary, int(pid.max()) + 1)
+
+            router.hooks.append(rotary.register_forward_pre_hook(extend, with_kwargs=True))
+            router.undo.append(lambda: setattr(rotary, "embed_positions", original))
+        model.set_attn_implementation(IMPL_NAME)
+    for i, module in enumerate(router.layers):
+        _MODULES[module] = (router, i)
+    router.hooks.append(model.register_forward_pre_hook(_check_padding, with_kwargs=True))
+    _ROUTERS[model] = router
+    return router
+
+
+def uninstall(model) -> None:
+    """Undo `install` exactly: attention implementation, forwards, tables and hooks."""
+    router = _ROUTERS.pop(model, None)
+    if router is None:
+        return
+    try:
+        for h in router.hooks:
+            h.remove()
+        for fn in reversed(router.undo):
+            fn()
+        if router.prev_impl is not None:
+            model.set_attn_implementation(router.prev_impl)
+    finally:
+        for module in router.layers:
+            _MODULES.pop(module, None)
+
+
+def release_if_idle(model) -> None:
+    router = _ROUTERS.get(model)
+    if router is not None and router.spec is None and router.recorder is None:
+        uninstall(model)
+
+

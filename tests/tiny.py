@@ -1,0 +1,73 @@
+"""Tiny random-weight models of every supported family, built offline in milliseconds."""
+
+from __future__ import annotations
+
+import torch
+import transformers as tf
+
+COMMON = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              max_position_embeddings=32)
+
+
+def _cfgs():
+    gqa = dict(COMMON, num_key_value_heads=2)
+    return {
+        "llama": lambda: tf.LlamaConfig(**gqa),
+        "mistral": lambda: tf.MistralConfig(**gqa, sliding_window=None),
+        "qwen2": lambda: tf.Qwen2Config(**gqa),
+        "qwen3": lambda: tf.Qwen3Config(**gqa, head_dim=8),
+        "gemma": lambda: tf.GemmaConfig(**gqa, head_dim=8),
+        "gemma2": lambda: tf.Gemma2Config(**gqa, head_dim=8, sliding_window=12, query_pre_attn_scalar=8),
+        "gemma3_text": lambda: tf.Gemma3TextConfig(**gqa, head_dim=8, sliding_window=12, query_pre_attn_scalar=8),
+        "phi": lambda: tf.PhiConfig(**COMMON, partial_rotary_factor=0.5),
+        "phi3": lambda: tf.Phi3Config(**gqa, partial_rotary_factor=0.5, pad_token_id=0),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(**COMMON, rotary_pct=0.5),
+        "gptj": lambda: tf.GPTJConfig(vocab_size=128, n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=32),
+        "starcoder2": lambda: tf.Starcoder2Config(**gqa, sliding_window=None),
+        "olmo2": lambda: tf.Olmo2Config(**gqa),
+        "mpt": lambda: tf.MptConfig(d_model=32, n_heads=4, n_layers=2, max_seq_len=32, vocab_size=128),
+        "bloom": lambda: tf.BloomConfig(vocab_size=128, hidden_size=32, n_layer=2, n_head=4),
+    }
+
+
+FAMILIES = list(_cfgs())
+ROPE_FAMILIES = [f for f in FAMILIES if f not in ("mpt", "bloom")]
+
+
+def tiny_model(family: str, seed: int = 0, dtype=torch.float32):
+    """A random-weight causal LM of `family` in eval mode (sdpa attention where available)."""
+    torch.manual_seed(seed)
+    cfg = _cfgs()[family]()
+    model = tf.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    # random init can leave tiny norms / scales; make attention non-trivial but stable
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.2)
+    return model.eval()
+
+
+def rope_info(model):
+    """(module -> (inv_freq, rotary_dim, interleaved)) from the model's own buffers, for the reference."""
+    if model.config.model_type == "gptj":
+        rd = model.config.rotary_dim
+        inv = 1.0 / (10000 ** (torch.arange(0, rd, 2, dtype=torch.int64) / rd))
+        return lambda module: (inv, rd, True)
+    rot = [m for n, m in model.named_modules() if n.endswith("rotary_emb")][0]
+
+    def info(module):
+        lt = getattr(module, "layer_type", None)
+        inv = getattr(rot, f"{lt}_inv_freq", None) if lt else None
+        inv = rot.inv_freq if inv is None else inv
+        return inv, 2 * inv.shape[0], False
+
+    return info
+
+
+def extend_gptj_table(model, n: int = 256) -> None:
+    """GPT-J's own sinusoid table stops at n_positions; rebuild it longer (test-side formula)."""
+    rot = [m for name, m in model.named_modules() if name.endswith("rotary_emb")][0]
+    dim = rot.embed_positions.shape[1]
+    inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64) / dim))
+    ang = torch.arange(n, dtype=torch.int64).float()[:, None] * inv
+    rot.embed_positions = torch.cat((torch.sin(ang), torch.cos(ang)), dim=1)
