@@ -113,7 +113,9 @@ def make_trace(
     max_logit = base + growth * np.log2(np.maximum(p + 1, train_len) / train_len)  # (L, H, N)
     rows = np.unique([n // 4, n // 2, n - 1])  # (R,)
     dist = np.unique(np.concatenate([[0], 2 ** np.arange(int(np.log2(n - 1)) + 1 if n > 2 else 1), [n - 1]]))
-    prof = base[..., None] + growth[..., None] * np.log2(np.maximum(dist, train_len) / train_len)  # (L, H, 1, P)
+    prof = base[..., None] + growth[..., None] * np.log2(
+        np.maximum(dist, train_len) / train_len
+    )  # (L, H, 1, P)
     prof = np.where(dist[None, :] <= rows[:, None], prof, np.nan)  # (L, H, R, P)
     nll = np.full(n, NLL_BASE)
     if not flat:

@@ -21,7 +21,7 @@ from lminf_diag.analyze import (
     perplexity_by_position,
     position_subspaces,
 )
-from lminf_diag.analyze.entropy import fit_log
+from lminf_diag.analyze.fit import fit_log
 from lminf_diag.analyze.perplexity import moving_average
 from lminf_diag.errors import InvalidArgumentError
 from tests import synthetic
@@ -98,12 +98,16 @@ def test_logit_ratio_undefined_for_negative_logits():
     t = dataclasses.replace(t, logit_profile=t.logit_profile - 10.0)
     s = logit_explosion(t).summary()["baseline"]
     assert math.isnan(s["envelope_ratio"])
-    assert s["excess"] == pytest.approx(synthetic.planted_growth(L, H).mean() * math.log2((N - 1) / T), abs=1e-5)
+    assert s["excess"] == pytest.approx(
+        synthetic.planted_growth(L, H).mean() * math.log2((N - 1) / T), abs=1e-5
+    )
 
 
 def test_logit_explosion_needs_profile_rows():
     t = make_trace(64, train_len=16)
-    t = dataclasses.replace(t, profile_rows=np.zeros(0, np.int64), logit_profile=np.zeros((L, H, 0, 0), np.float32))
+    t = dataclasses.replace(
+        t, profile_rows=np.zeros(0, np.int64), logit_profile=np.zeros((L, H, 0, 0), np.float32)
+    )
     t = dataclasses.replace(t, profile_dist=np.zeros(0, np.int64))
     with pytest.raises(InvalidArgumentError):
         logit_explosion(t)
@@ -141,7 +145,10 @@ def test_position_layers_and_errors():
     short = position_subspaces(make_trace(64, train_len=128)).summary()["baseline"]
     assert math.isnan(short["principal_angle_mean"])  # no positions beyond the training length
     empty = dataclasses.replace(
-        t, hidden=np.zeros((0, 0, 8), np.float16), hidden_layers=np.zeros(0, np.int64), hidden_positions=np.zeros(0, np.int64)
+        t,
+        hidden=np.zeros((0, 0, 8), np.float16),
+        hidden_layers=np.zeros(0, np.int64),
+        hidden_positions=np.zeros(0, np.int64),
     )
     with pytest.raises(InvalidArgumentError):
         position_subspaces(empty)
@@ -194,7 +201,9 @@ def _array_lengths(obj):
 
 def _has_train_len_line(fig: go.Figure, train_len: int) -> bool:
     lines = [
-        s for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1 == train_len and s.line.dash == "dash"
+        s
+        for s in fig.layout.shapes
+        if s.type == "line" and s.x0 == s.x1 == train_len and s.line.dash == "dash"
     ]
     notes = [a for a in fig.layout.annotations if a.text == "training length"]
     return bool(lines) and bool(notes)
@@ -226,7 +235,9 @@ def test_figures_are_light_and_mark_training_length(long_results):
         for fig in figs:
             lengths = list(_array_lengths(json.loads(fig.to_json())))
             assert max(lengths, default=0) <= 5000, name
-            if fig.layout.xaxis.title.text and ("position" in fig.layout.xaxis.title.text or "distance" in fig.layout.xaxis.title.text):
+            if fig.layout.xaxis.title.text and (
+                "position" in fig.layout.xaxis.title.text or "distance" in fig.layout.xaxis.title.text
+            ):
                 assert _has_train_len_line(fig, 4096), (name, fig.layout.title.text)
 
 

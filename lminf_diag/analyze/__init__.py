@@ -1,9 +1,9 @@
 """Analyzers: each turns a Trace or a Comparison into a result with key figures, a table and plots.
 
-    logit_explosion        factor 1: attention logits at unseen distances
-    entropy_growth         factor 2: attention entropy growing like ln n
-    position_subspaces     factor 3: implicit absolute position in hidden states
-    perplexity_by_position the outcome: loss within vs beyond the training length
+logit_explosion        factor 1: attention logits at unseen distances
+entropy_growth         factor 2: attention entropy growing like ln n
+position_subspaces     factor 3: implicit absolute position in hidden states
+perplexity_by_position the outcome: loss within vs beyond the training length
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from lminf_diag.analyze.base import AnalysisResult
 from lminf_diag.analyze.entropy import EntropyGrowthResult, EntropyStats, LogFit, entropy_growth
 from lminf_diag.analyze.logits import LogitExplosionResult, LogitStats, TopHead, logit_explosion
 from lminf_diag.analyze.perplexity import PerplexityResult, PerplexityStats, perplexity_by_position
-from lminf_diag.analyze.positions import LayerSubspace, PositionStats, PositionSubspaceResult, position_subspaces
+from lminf_diag.analyze.positions import (
+    LayerSubspace,
+    PositionStats,
+    PositionSubspaceResult,
+    position_subspaces,
+)
 from lminf_diag.capture.comparison import as_traces, common_train_len
 
 __all__ = [

@@ -117,12 +117,12 @@ def axis_ref(i: int) -> str:
 
 
 def mark_train_len(
-    fig: go.Figure, train_len: int | None, *, log_x: bool = False, n_axes: int = 1, x_offset: float = 0.0
+    fig: go.Figure, train_len: int | None, *, log_x: bool = False, n_axes: int = 1
 ) -> go.Figure:
     """Dashed vertical line at the training length, annotated "training length", on each x axis.
 
     Shapes on a log axis take data coordinates but annotations take log10 coordinates, so the
-    annotation position is converted. x_offset shifts the line when the axis plots position+1.
+    annotation position is converted. n_axes: how many subplots (x, x2, ...) to mark.
 
     >>> import plotly.graph_objects as go
     >>> fig = mark_train_len(go.Figure(), 128)
@@ -131,7 +131,7 @@ def mark_train_len(
     """
     if train_len is None:
         return fig
-    x = train_len + x_offset
+    x = int(train_len)
     for i in range(n_axes):
         ref = axis_ref(i)
         fig.add_shape(

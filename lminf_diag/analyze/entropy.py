@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from scipy import stats
 
 from lminf_diag.analyze.base import (
     AnalysisResult,
@@ -26,74 +25,9 @@ from lminf_diag.analyze.base import (
     mark_train_len,
     nanmean,
 )
+from lminf_diag.analyze.fit import LogFit, fit_log, fit_log_many
 from lminf_diag.capture.comparison import as_traces, common_train_len
 from lminf_diag.capture.trace import Trace
-
-
-@dataclass
-class LogFit:
-    """Least-squares fit y = intercept + slope * ln n; NaN fields when fewer than 2 (CI: 3) points.
-
-    r2 is NaN when y is constant (R² undefined); the CI is 95% from the t distribution.
-    """
-
-    slope: float = float("nan")
-    intercept: float = float("nan")
-    stderr: float = float("nan")
-    ci_low: float = float("nan")
-    ci_high: float = float("nan")
-    r2: float = float("nan")
-    n_points: int = 0
-
-
-def fit_log_many(n: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorized fit of y[..., i] = a + b ln n[i], ignoring NaN in y.
-
-    Returns arrays of shape y.shape[:-1]: slope, intercept, stderr, r2, count.
-
-    >>> out = fit_log_many(np.arange(1, 50), np.log(np.arange(1, 50))[None])
-    >>> round(float(out["slope"][0]), 9)
-    1.0
-    """
-    lx = np.log(np.asarray(n, dtype=np.float64))  # (n,)
-    y = np.asarray(y, dtype=np.float64)  # (..., n)
-    w = np.isfinite(y) & np.isfinite(lx)
-    yz = np.where(w, y, 0.0)
-    cnt = w.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (w * lx).sum(-1) / cnt
-        my = yz.sum(-1) / cnt
-        dx = np.where(w, lx - mx[..., None], 0.0)
-        dy = np.where(w, yz - my[..., None], 0.0)
-        sxx, sxy, syy = (dx * dx).sum(-1), (dx * dy).sum(-1), (dy * dy).sum(-1)
-        ok = (cnt >= 2) & (sxx > 0)
-        slope = np.where(ok, sxy / sxx, np.nan)
-        intercept = my - slope * mx
-        ss_res = (np.where(w, dy - slope[..., None] * dx, 0.0) ** 2).sum(-1)
-        r2 = np.where(ok & (syy > 0), 1.0 - ss_res / syy, np.nan)
-        stderr = np.where(ok & (cnt > 2), np.sqrt(ss_res / np.maximum(cnt - 2, 1) / sxx), np.nan)
-    return {"slope": slope, "intercept": intercept, "stderr": stderr, "r2": r2, "count": cnt}
-
-
-def fit_log(n: np.ndarray, y: np.ndarray) -> LogFit:
-    """One fit of y = a + b ln n with a 95% confidence interval on b.
-
-    >>> f = fit_log(np.arange(1, 129), np.log(np.arange(1, 129)))
-    >>> round(f.slope, 9), round(f.r2, 9)
-    (1.0, 1.0)
-    """
-    out = {k: v.item() for k, v in fit_log_many(n, np.asarray(y)[None]).items()}
-    dof = int(out["count"]) - 2
-    half = stats.t.ppf(0.975, dof) * out["stderr"] if dof > 0 else float("nan")
-    return LogFit(
-        slope=as_float(out["slope"]),
-        intercept=as_float(out["intercept"]),
-        stderr=as_float(out["stderr"]),
-        ci_low=as_float(out["slope"] - half),
-        ci_high=as_float(out["slope"] + half),
-        r2=as_float(out["r2"]),
-        n_points=int(out["count"]),
-    )
 
 
 @dataclass
@@ -149,7 +83,13 @@ class EntropyGrowthResult(AnalysisResult):
         """Columns label, position, n, entropy (mean over layers and heads), uniform_ceiling."""
         frames = [
             pd.DataFrame(
-                {"label": lab, "position": s.n - 1, "n": s.n, "entropy": s.mean_entropy, "uniform_ceiling": np.log(s.n)}
+                {
+                    "label": lab,
+                    "position": s.n - 1,
+                    "n": s.n,
+                    "entropy": s.mean_entropy,
+                    "uniform_ceiling": np.log(s.n),
+                }
             )
             for lab, s in self.per_label.items()
         ]
@@ -167,18 +107,24 @@ class EntropyGrowthResult(AnalysisResult):
     def figures(self) -> list[go.Figure]:
         """Entropy vs n with fits and ln n; per-layer slopes; per-head slope heat maps."""
         colors = label_colors(self.labels)
-        fig = line_figure(self.title, "tokens attended n = position + 1 (log scale)", "entropy (nats)", log_x=True)
+        fig = line_figure(
+            self.title, "tokens attended n = position + 1 (log scale)", "entropy (nats)", log_x=True
+        )
         longest = max(self.per_label.values(), key=lambda s: s.n.size)
         idx = downsample_index(longest.n.size, log=True)
         fig.add_trace(
             go.Scatter(
-                x=longest.n[idx], y=np.log(longest.n[idx]), name="uniform attention, ln n",
+                x=longest.n[idx],
+                y=np.log(longest.n[idx]),
+                name="uniform attention, ln n",
                 line={"color": "black", "dash": "dot", "width": 1},
             )
-        )  # fmt: skip
+        )
         for lab, s in self.per_label.items():
             idx = downsample_index(s.n.size, log=True)
-            fig.add_trace(go.Scatter(x=s.n[idx], y=s.mean_entropy[idx], name=lab, line={"color": colors[lab]}))
+            fig.add_trace(
+                go.Scatter(x=s.n[idx], y=s.mean_entropy[idx], name=lab, line={"color": colors[lab]})
+            )
             within = _within_mask(s.n, self.train_len)
             for name, fit, mask in (("within", s.within, within), ("beyond", s.beyond, ~within)):
                 if not np.isfinite(fit.slope) or not mask.any():
@@ -186,11 +132,13 @@ class EntropyGrowthResult(AnalysisResult):
                 xs = np.array([s.n[mask].min(), s.n[mask].max()], dtype=np.float64)
                 fig.add_trace(
                     go.Scatter(
-                        x=xs, y=fit.intercept + fit.slope * np.log(xs), mode="lines",
+                        x=xs,
+                        y=fit.intercept + fit.slope * np.log(xs),
+                        mode="lines",
                         name=f"{lab} fit {name}: slope {fit.slope:.3f}",
                         line={"color": colors[lab], "dash": "dash", "width": 1},
                     )
-                )  # fmt: skip
+                )
         mark_train_len(fig, self.train_len, log_x=True)
         figs = [fig]
         rng = next(iter(self.per_label.values())).slope_range
@@ -199,7 +147,9 @@ class EntropyGrowthResult(AnalysisResult):
         )
         for lab, s in self.per_label.items():
             lay.add_trace(
-                go.Scatter(x=s.layers, y=s.layer_slopes, name=lab, mode="lines+markers", line={"color": colors[lab]})
+                go.Scatter(
+                    x=s.layers, y=s.layer_slopes, name=lab, mode="lines+markers", line={"color": colors[lab]}
+                )
             )
         figs.append(lay)
         with_heads = {lab: s for lab, s in self.per_label.items() if s.head_slopes is not None}
@@ -216,14 +166,24 @@ class EntropyGrowthResult(AnalysisResult):
         for i, (_lab, s) in enumerate(per_label.items()):
             fig.add_trace(
                 go.Heatmap(
-                    z=s.head_slopes, x=s.heads, y=s.layers, zmin=-zmax, zmax=zmax, zmid=0,
-                    colorscale="RdBu_r", showscale=i == 0, colorbar={"title": "slope b"},
+                    z=s.head_slopes,
+                    x=s.heads,
+                    y=s.layers,
+                    zmin=-zmax,
+                    zmax=zmax,
+                    zmid=0,
+                    colorscale="RdBu_r",
+                    showscale=i == 0,
+                    colorbar={"title": "slope b"},
                 ),
-                row=1, col=i + 1,
-            )  # fmt: skip
+                row=1,
+                col=i + 1,
+            )
             fig.update_xaxes(title_text="head", row=1, col=i + 1)
         fig.update_yaxes(title_text="layer", row=1, col=1)
-        fig.update_layout(title=f"Entropy slope per head ({rng} the training length)", template="plotly_white")
+        fig.update_layout(
+            title=f"Entropy slope per head ({rng} the training length)", template="plotly_white"
+        )
         return fig
 
 
@@ -269,7 +229,9 @@ def _entropy_stats(label: str, trace: Trace, train_len: int | None, per_head: bo
     )
 
 
-def entropy_growth(trace_or_cmp, *, train_len: int | None = None, per_head: bool = True) -> EntropyGrowthResult:
+def entropy_growth(
+    trace_or_cmp, *, train_len: int | None = None, per_head: bool = True
+) -> EntropyGrowthResult:
     """Fit entropy = a + b ln n within and beyond the training length, for each trace.
 
     train_len defaults to the traces' meta; without it everything counts as "within".

@@ -105,7 +105,15 @@ class LogitExplosionResult(AnalysisResult):
         """Envelope: columns label, distance, mean, std, q10, q90, n_rows."""
         frames = [
             pd.DataFrame(
-                {"label": lab, "distance": s.distance, "mean": s.mean, "std": s.std, "q10": s.q10, "q90": s.q90, "n_rows": s.n_rows}
+                {
+                    "label": lab,
+                    "distance": s.distance,
+                    "mean": s.mean,
+                    "std": s.std,
+                    "q10": s.q10,
+                    "q90": s.q90,
+                    "n_rows": s.n_rows,
+                }
             )
             for lab, s in self.per_label.items()
         ]
@@ -123,18 +131,26 @@ class LogitExplosionResult(AnalysisResult):
     def figures(self) -> list[go.Figure]:
         """Envelope vs distance (log x) and mean row-max logit vs query position."""
         colors = label_colors(self.labels)
-        env = line_figure(self.title, "distance (tokens, log scale)", "running max logit (logit units)", log_x=True)
+        env = line_figure(
+            self.title, "distance (tokens, log scale)", "running max logit (logit units)", log_x=True
+        )
         for lab, s in self.per_label.items():
             keep = np.nonzero((s.distance > 0) & np.isfinite(s.mean))[0]
             keep = keep[downsample_index(keep.size, log=True)]
             x = s.distance[keep]
             band = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False}
             env.add_trace(go.Scatter(x=x, y=s.q10[keep], **band))
-            env.add_trace(go.Scatter(x=x, y=s.q90[keep], fill="tonexty", fillcolor=_rgba(colors[lab], 0.2), **band))
-            env.add_trace(go.Scatter(x=x, y=s.mean[keep], name=lab, mode="lines+markers", line={"color": colors[lab]}))
+            env.add_trace(
+                go.Scatter(x=x, y=s.q90[keep], fill="tonexty", fillcolor=_rgba(colors[lab], 0.2), **band)
+            )
+            env.add_trace(
+                go.Scatter(x=x, y=s.mean[keep], name=lab, mode="lines+markers", line={"color": colors[lab]})
+            )
         mark_train_len(env, self.train_len, log_x=True)
         pos = line_figure(
-            "Largest attention logit per query", "query position (tokens)", "max logit, mean over heads (logit units)"
+            "Largest attention logit per query",
+            "query position (tokens)",
+            "max logit, mean over heads (logit units)",
         )
         for lab, s in self.per_label.items():
             if s.layer_max_logit.size == 0:
@@ -144,10 +160,21 @@ class LogitExplosionResult(AnalysisResult):
             band = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False}
             pos.add_trace(go.Scatter(x=s.position[idx], y=-nanmax(-lm, 0), **band))
             pos.add_trace(
-                go.Scatter(x=s.position[idx], y=nanmax(lm, 0), fill="tonexty", fillcolor=_rgba(colors[lab], 0.2), **band)
+                go.Scatter(
+                    x=s.position[idx],
+                    y=nanmax(lm, 0),
+                    fill="tonexty",
+                    fillcolor=_rgba(colors[lab], 0.2),
+                    **band,
+                )
             )
             pos.add_trace(
-                go.Scatter(x=s.position[idx], y=nanmean(lm, 0), name=f"{lab} (band: min-max over layers)", line={"color": colors[lab]})
+                go.Scatter(
+                    x=s.position[idx],
+                    y=nanmean(lm, 0),
+                    name=f"{lab} (band: min-max over layers)",
+                    line={"color": colors[lab]},
+                )
             )
         mark_train_len(pos, self.train_len)
         return [env, pos]
@@ -184,7 +211,9 @@ def _logit_stats(label: str, trace: Trace, train_len: int | None) -> LogitStats:
         if np.isfinite(head_excess.ravel()[i])
     ]
     position = np.asarray(trace.positions)
-    layer_max = np.stack([nanmean(trace.max_logit[li], 0) for li in range(trace.max_logit.shape[0])])  # (L, N)
+    layer_max = np.stack(
+        [nanmean(trace.max_logit[li], 0) for li in range(trace.max_logit.shape[0])]
+    )  # (L, N)
     early = position < train_len if train_len is not None else np.ones(position.size, bool)
     return LogitStats(
         label=label,
@@ -219,7 +248,9 @@ def logit_explosion(trace_or_cmp, *, train_len: int | None = None) -> LogitExplo
     """
     traces = as_traces(trace_or_cmp)
     if not any(np.asarray(t.logit_profile).size for t in traces.values()):
-        raise InvalidArgumentError("no trace holds logit profile rows; capture with profile rows to analyze logits")
+        raise InvalidArgumentError(
+            "no trace holds logit profile rows; capture with profile rows to analyze logits"
+        )
     tl = common_train_len(traces, train_len)
     per_label = {lab: _logit_stats(lab, t, tl) for lab, t in traces.items()}
     return LogitExplosionResult(labels=list(traces), train_len=tl, per_label=per_label)

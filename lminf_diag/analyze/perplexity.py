@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from lminf_diag.analyze.base import AnalysisResult, as_float, downsample_index, label_colors, line_figure, mark_train_len
+from lminf_diag.analyze.base import (
+    AnalysisResult,
+    as_float,
+    downsample_index,
+    label_colors,
+    line_figure,
+    mark_train_len,
+)
 from lminf_diag.capture.comparison import as_traces, common_train_len
 from lminf_diag.capture.trace import Trace
 from lminf_diag.errors import InvalidArgumentError
@@ -107,18 +114,25 @@ class PerplexityResult(AnalysisResult):
     def figures(self) -> list[go.Figure]:
         """Smoothed NLL vs position, and span-mean NLL vs position, one colour per label."""
         colors = label_colors(self.labels)
-        curve = line_figure(self.title, "position (tokens)", f"NLL (nats, {self.smooth}-token moving average)")
+        curve = line_figure(
+            self.title, "position (tokens)", f"NLL (nats, {self.smooth}-token moving average)"
+        )
         spans = line_figure(f"Mean loss per {self.span}-token span", "span start (tokens)", "mean NLL (nats)")
         for lab, s in self.per_label.items():
             idx = downsample_index(s.position.size)
-            curve.add_trace(go.Scatter(x=s.position[idx], y=s.smoothed[idx], name=lab, line={"color": colors[lab]}))
+            curve.add_trace(
+                go.Scatter(x=s.position[idx], y=s.smoothed[idx], name=lab, line={"color": colors[lab]})
+            )
             j = downsample_index(s.span_start.size)
             spans.add_trace(
                 go.Scatter(
-                    x=s.span_start[j], y=s.span_nll[j], name=lab, mode="lines+markers",
+                    x=s.span_start[j],
+                    y=s.span_nll[j],
+                    name=lab,
+                    mode="lines+markers",
                     line={"color": colors[lab], "shape": "hv"},
                 )
-            )  # fmt: skip
+            )
         mark_train_len(curve, self.train_len)
         mark_train_len(spans, self.train_len)
         return [curve, spans]

@@ -26,7 +26,15 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lminf_diag.analyze.base import AnalysisResult, as_float, downsample_index, label_colors, line_figure, mark_train_len
+from lminf_diag.analyze.base import (
+    MAX_POINTS,
+    AnalysisResult,
+    as_float,
+    downsample_index,
+    label_colors,
+    line_figure,
+    mark_train_len,
+)
 from lminf_diag.capture.comparison import as_traces, common_train_len
 from lminf_diag.capture.trace import Trace
 from lminf_diag.errors import InvalidArgumentError
@@ -83,7 +91,9 @@ class PositionSubspaceResult(AnalysisResult):
             d = {
                 "probe_r2": s.mean("probe_r2"),
                 "first_token_distance": s.mean("first_token_distance"),
-                "pc1_var": float(np.mean([ly.explained_variance[0] for ly in s.layers])) if s.layers else float("nan"),
+                "pc1_var": float(np.mean([ly.explained_variance[0] for ly in s.layers]))
+                if s.layers
+                else float("nan"),
                 "principal_angle_mean": s.mean("principal_angles"),
             }
             d.update({f"probe_r2_layer{ly.hidden_layer}": float(ly.probe_r2) for ly in s.layers})
@@ -98,7 +108,9 @@ class PositionSubspaceResult(AnalysisResult):
                 row = {"label": lab, "hidden_layer": ly.hidden_layer, "probe_r2": ly.probe_r2}
                 row["first_token_distance"] = ly.first_token_distance
                 row.update({f"pc{i + 1}_var": float(v) for i, v in enumerate(ly.explained_variance)})
-                row["principal_angle_mean"] = as_float(np.mean(ly.principal_angles)) if ly.principal_angles.size else np.nan
+                row["principal_angle_mean"] = (
+                    as_float(np.mean(ly.principal_angles)) if ly.principal_angles.size else np.nan
+                )
                 rows.append(row)
         return pd.DataFrame(rows)
 
@@ -117,10 +129,19 @@ class PositionSubspaceResult(AnalysisResult):
             prof = np.mean([ly.distance_profile for ly in s.layers], axis=0)  # (M,)
             idx = downsample_index(prof.size, log=True)
             dist.add_trace(
-                go.Scatter(x=s.positions[idx] + 1, y=prof[idx], name=f"{lab} (mean over layers)", line={"color": colors[lab]})
+                go.Scatter(
+                    x=s.positions[idx] + 1,
+                    y=prof[idx],
+                    name=f"{lab} (mean over layers)",
+                    line={"color": colors[lab]},
+                )
             )
         mark_train_len(dist, self.train_len, log_x=True)
-        probe = line_figure("Linear probe for position", "hidden layer (0 = embeddings)", "cross-validated R² of ln(position + 1)")
+        probe = line_figure(
+            "Linear probe for position",
+            "hidden layer (0 = embeddings)",
+            "cross-validated R² of ln(position + 1)",
+        )
         for lab, s in self.per_label.items():
             x = [ly.hidden_layer for ly in s.layers]
             y = [ly.probe_r2 for ly in s.layers]
@@ -135,7 +156,10 @@ class PositionSubspaceResult(AnalysisResult):
             shown = [shown[0], shown[len(shown) // 2], shown[-1]]
         titles = [f"{lab}, hidden layer {k}" for k in shown for lab in labs]
         fig = make_subplots(rows=max(len(shown), 1), cols=max(len(labs), 1), subplot_titles=titles)
-        cmax = max((float(np.log10(s.positions.max() + 1)) for s in self.per_label.values() if s.positions.size), default=1)
+        cmax = max(
+            (float(np.log10(s.positions.max() + 1)) for s in self.per_label.values() if s.positions.size),
+            default=1,
+        )
         ticks = [v for v in range(int(np.floor(cmax)) + 1)]
         first = True
         for r, k in enumerate(shown):
@@ -144,15 +168,30 @@ class PositionSubspaceResult(AnalysisResult):
                 if ly is None:
                     continue
                 marker = {
-                    "size": 4, "color": np.log10(ly.coord_positions + 1.0), "colorscale": "Viridis", "cmin": 0, "cmax": cmax,
+                    "size": 4,
+                    "color": np.log10(ly.coord_positions + 1.0),
+                    "colorscale": "Viridis",
+                    "cmin": 0,
+                    "cmax": cmax,
                     "showscale": first,
-                    "colorbar": {"title": "position", "tickvals": ticks, "ticktext": [f"{10**v - 1:g}" for v in ticks]},
-                }  # fmt: skip
+                    "colorbar": {
+                        "title": "position",
+                        "tickvals": ticks,
+                        "ticktext": [f"{10**v - 1:g}" for v in ticks],
+                    },
+                }
                 fig.add_trace(
-                    go.Scatter(x=ly.coords[:, 0], y=ly.coords[:, 1], mode="markers", marker=marker, showlegend=False,
-                               text=[f"position {p}" for p in ly.coord_positions]),
-                    row=r + 1, col=c + 1,
-                )  # fmt: skip
+                    go.Scatter(
+                        x=ly.coords[:, 0],
+                        y=ly.coords[:, 1],
+                        mode="markers",
+                        marker=marker,
+                        showlegend=False,
+                        text=[f"position {p}" for p in ly.coord_positions],
+                    ),
+                    row=r + 1,
+                    col=c + 1,
+                )
                 first = False
                 fig.update_xaxes(title_text="PC1", row=r + 1, col=c + 1)
                 fig.update_yaxes(title_text="PC2", row=r + 1, col=c + 1)
@@ -179,7 +218,8 @@ def _layer(x: np.ndarray, pos: np.ndarray, k: int, args: dict) -> LayerSubspace:
     proj = pca.fit_transform(x)  # (M, ncomp)
     if proj.shape[1] < 2:
         proj = np.column_stack([proj, np.zeros(len(proj))])
-    sample = downsample_index(len(pos), log=True)
+    head = np.arange(min(args["first_tokens"], len(pos)))  # always show the first tokens
+    sample = np.union1d(head, downsample_index(len(pos), MAX_POINTS - head.size))  # (S,) <= MAX_POINTS
     first = pos < args["first_tokens"]
     bulk = x[~first]
     if bulk.shape[0] >= 2:

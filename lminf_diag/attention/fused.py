@@ -1,10 +1,11 @@
 """Fast path of the kernel for a prefill without statistics.
 
 Rows i < n_local see only local keys: one causal fused call. Rows i >= n_local are cut into
-blocks; each block's window is a band of keys [a - n_local + 1, b) with the same band mask for
-every block, run through the backend's fused attention that also returns the log-sum-exp. The
-few far keys (j < n_global, at the capped distance) are scored explicitly in fp32 and merged
-with the band through the log-sum-exp, so the result is the softmax over the union exactly.
+blocks of R rows [a, b); their window splits into three pieces that fused attention handles
+without a dense mask: the causal square [a, b), the fully visible middle [a - n_local + R, a), and
+a small triangle [a - n_local + 1, a - n_local + R). The far keys (j < n_global, at the capped
+distance) are scored explicitly in fp32. All pieces are merged exactly through their
+log-sum-exp, so the result is the softmax over the union.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from .spec import Plan
 
-ROWS = 1024  # query rows per band block
+ROWS = 1024  # query rows per block
 
 
 def fused_supported(q, nq: int, nk: int, q_pos: torch.Tensor, k_pos: torch.Tensor) -> bool:
@@ -24,73 +25,89 @@ def fused_supported(q, nq: int, nk: int, q_pos: torch.Tensor, k_pos: torch.Tenso
     return int(q_pos[0]) == 0 and int(q_pos[-1]) == nq - 1 and int(k_pos[-1]) == nk - 1
 
 
-def _band_attention(q, k, v, bias, scaling):
-    """Fused attention with an additive bias (nb, K); returns (out (B,H,nb,Dv), lse (B,H,nb) fp32)."""
+def _piece(q, k, v, scaling, causal=False, bias=None):
+    """Fused attention of one piece; (out (B,H,nb,Dv) fp32, lse (B,H,nb) fp32). Handles GQA."""
+    g = q.shape[1] // k.shape[1]
     if q.device.type == "cpu" and q.shape[-1] == v.shape[-1]:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, False, attn_mask=bias.to(q.dtype), scale=scaling
+            q, k, v, 0.0, causal, attn_mask=None if bias is None else bias.to(q.dtype), scale=scaling
         )
-        return out, lse.float()
-    try:  # CUDA: memory-efficient attention takes a bias and returns the log-sum-exp
-        if q.device.type != "cuda":
-            raise NotImplementedError
-        b, h, nb, _ = q.shape
-        full = bias.to(q.dtype).expand(b, h, nb, k.shape[2])
-        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
-            q, k, v, full, True, 0.0, False, scale=scaling
-        )[:2]
-        return out, lse[..., :nb].float()
-    except (RuntimeError, NotImplementedError):
-        s = (q.float() @ k.float().transpose(-1, -2)) * scaling + bias
-        lse = torch.logsumexp(s, -1)
-        return (torch.exp(s - lse[..., None]) @ v.float()).to(v.dtype), lse
+        return out.float(), lse.float()
+    if q.device.type == "cuda":
+        try:  # memory-efficient attention returns the log-sum-exp; it wants equal head counts
+            kk, vv = (k, v) if g == 1 else (k.repeat_interleave(g, 1), v.repeat_interleave(g, 1))
+            bb = None if bias is None else bias.to(q.dtype).expand(q.shape[0], q.shape[1], *bias.shape)
+            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+                q, kk, vv, bb, True, 0.0, causal, scale=scaling
+            )[:2]
+            return out.float(), lse[..., : q.shape[2]].float()
+        except (RuntimeError, NotImplementedError):
+            pass
+    kk, vv = k.float().repeat_interleave(g, 1), v.float().repeat_interleave(g, 1)
+    s = (q.float() @ kk.transpose(-1, -2)) * scaling
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+    if bias is not None:
+        s = s + bias
+    lse = torch.logsumexp(s, -1)
+    return torch.exp(s - lse[..., None]) @ vv, lse
 
 
-def _expand(x: torch.Tensor, g: int) -> torch.Tensor:
-    return x if g == 1 else x.repeat_interleave(g, dim=1)
+def _merge(parts):
+    """Combine (out, lse) pieces over disjoint key sets into the softmax over their union."""
+    top = torch.stack([lse for _, lse in parts]).amax(0)
+    num, den = 0.0, 0.0
+    for out, lse in parts:
+        w = torch.exp(lse - top)
+        num = num + torch.nan_to_num(out) * w[..., None]
+        den = den + w
+    return num / den[..., None]
 
 
 def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tensor:
     """Same function as `explicit_attend` for a prefill; (B, N, H, Dv)."""
     B, H, n, D = q.shape
-    g = H // k.shape[1]
+    hkv = k.shape[1]
+    g = H // hkv
     w = plan.n_local
     if w is None or n <= w:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=g > 1)
         return out.transpose(1, 2).contiguous()
-    out = torch.empty(B, H, n, v.shape[-1], dtype=v.dtype, device=q.device)
-    out[:, :, :w] = F.scaled_dot_product_attention(
+    out = torch.empty(B, n, H, v.shape[-1], dtype=v.dtype, device=q.device)
+    out[:, :w] = F.scaled_dot_product_attention(
         q[:, :, :w], k[:, :, :w], v[:, :, :w], is_causal=True, scale=scaling, enable_gqa=g > 1
-    )
-    qq = torch.arange(ROWS, device=q.device)[:, None]
-    m = torch.arange(ROWS + w - 1, device=q.device)[None, :]
-    band = torch.zeros(ROWS, ROWS + w - 1, device=q.device)
-    band.masked_fill_(~((m >= qq) & (m <= qq + w - 1)), float("-inf"))  # i - j in [0, w)
+    ).transpose(1, 2)
+    rows = min(ROWS, w)
+    qq = torch.arange(rows, device=q.device)[:, None]
+    tri = torch.zeros(rows, rows - 1, device=q.device).masked_fill(
+        torch.arange(rows - 1, device=q.device)[None, :] < qq, float("-inf")
+    )  # key offset m visible to row qq when m >= qq
     n_far = 0 if plan.n_global == 0 else (n - w if plan.n_global is None else min(plan.n_global, n - w))
     k_far = k[:, :, :n_far].float()
     if n_far and plan.cap and rope is not None:
         k_far = rope.move(k[:, :, :n_far], q_pos[:n_far], 0)
-    k_far = k_far.reshape(B, k.shape[1], 1, n_far, D)
+    k_far = k_far.reshape(B, hkv, 1, n_far, D)
     v_far = v[:, :, None, :n_far].float()
-    for a in range(w, n, ROWS):
-        b = min(n, a + ROWS)
-        nb, ks = b - a, a - w + 1
-        o, lse = _band_attention(
-            q[:, :, a:b], _expand(k[:, :, ks:b], g), _expand(v[:, :, ks:b], g), band[:nb, : nb + w - 1], scaling
-        )
+    for a in range(w, n, rows):
+        b = min(n, a + rows)
+        nb, lo = b - a, a - w + 1
+        qb = q[:, :, a:b]
+        parts = [_piece(qb, k[:, :, a:b], v[:, :, a:b], scaling, causal=True)]
+        if w > rows:
+            parts.append(_piece(qb, k[:, :, lo + rows - 1 : a], v[:, :, lo + rows - 1 : a], scaling))
+        if rows > 1:
+            o_t, lse_t = _piece(qb, k[:, :, lo : lo + rows - 1], v[:, :, lo : lo + rows - 1], scaling,
+                                bias=tri[:nb])
+            lse_t[..., rows - 1 :] = float("-inf")  # the last row sees no key of the triangle
+            parts.append((o_t, lse_t))
         fe = min(n_far, b - w)
         if fe > 0:
-            qb = q[:, :, a:b]
-            qb = rope.move(qb, q_pos[a:b], plan.limit) if plan.cap and rope is not None else qb.float()
-            s = (qb.reshape(B, -1, g, nb, D) @ k_far[..., :fe, :].transpose(-1, -2)).reshape(B, H, nb, fe)
-            s = s * scaling
+            qf = rope.move(qb, q_pos[a:b], plan.limit) if plan.cap and rope is not None else qb.float()
+            s = (qf.reshape(B, hkv, g, nb, D) @ k_far[..., :fe, :].transpose(-1, -2)).reshape(B, H, nb, fe)
             i = torch.arange(a, b, device=q.device)[:, None]
-            j = torch.arange(fe, device=q.device)[None, :]
-            s = s.masked_fill(i - j < w, float("-inf"))
-            top = torch.maximum(lse, s.amax(-1))
-            w_band = torch.exp(lse - top)
-            e = torch.exp(s - top[..., None])  # (B, H, nb, fe)
-            far = (e.reshape(B, -1, g, nb, fe) @ v_far[..., :fe, :]).reshape(B, H, nb, -1)
-            o = (o.float() * w_band[..., None] + far) / (w_band + e.sum(-1))[..., None]
-        out[:, :, a:b] = o.to(v.dtype)
-    return out.transpose(1, 2).contiguous()
+            s = (s * scaling).masked_fill(i - torch.arange(fe, device=q.device)[None, :] < w, float("-inf"))
+            lse = torch.logsumexp(s, -1)
+            p = torch.exp(s - lse[..., None]).reshape(B, hkv, g, nb, fe)
+            parts.append(((p @ v_far[..., :fe, :]).reshape(B, H, nb, -1), lse))
+        out[:, a:b] = _merge(parts).transpose(1, 2).to(v.dtype)
+    return out

@@ -57,6 +57,13 @@ def attend(
     q_pos, k_pos = q_pos.to(dev, torch.int64), k_pos.to(dev, torch.int64)
     if plan.cap and rope is None and alibi is None:
         plan = Plan(plan.n_local, plan.n_global, False, plan.limit)  # no positions to cap
+    if stats is not None and stats.rows is not None:
+        # output through the ordinary path; statistics only for the requested rows, same arithmetic
+        out = attend(q, k, v, plan, scaling=scaling, q_pos=q_pos, k_pos=k_pos, rope=rope, alibi=alibi,
+                     softcap=softcap)
+        sel = stats.rows.to(dev)
+        explicit_attend(q[:, :, sel], k, v, plan, scaling, q_pos[sel], k_pos, rope, alibi, softcap, stats)
+        return out
     simple = stats is None and alibi is None and softcap is None
     if simple and fused_supported(q, nq, nk, q_pos, k_pos):
         return fused_attend(q, k, v, plan, scaling, rope, q_pos)

@@ -49,6 +49,7 @@ class StatsRequest:
     dist_edges: np.ndarray = field(default_factory=lambda: log_edges(1 << 20))
     profile_rows: tuple[int, ...] = ()
     profile_dist: np.ndarray = field(default_factory=lambda: profile_grid(1 << 20))
+    rows: torch.Tensor | None = None  # query-row indices to measure (None = every row); sink slices index these
 
 
 def reduce_block(

@@ -163,7 +163,9 @@ class Comparison:
         src = Path(directory)
         path = src / COMPARISON_FILE
         if not path.is_file():
-            raise RunDirectoryError(f"{src}: missing {COMPARISON_FILE}; not a comparison directory (Comparison.save)")
+            raise RunDirectoryError(
+                f"{src}: missing {COMPARISON_FILE}; not a comparison directory (Comparison.save)"
+            )
         try:
             info = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

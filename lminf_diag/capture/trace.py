@@ -130,21 +130,29 @@ class Trace:
         """
         src = Path(directory)
         if not src.is_dir():
-            raise RunDirectoryError(f"{src}: not a directory; expected a trace directory holding {META_FILE} and {ARRAYS_FILE}")
+            raise RunDirectoryError(
+                f"{src}: not a directory; expected a trace directory holding {META_FILE} and {ARRAYS_FILE}"
+            )
         for name in (META_FILE, ARRAYS_FILE):
             if not (src / name).is_file():
-                raise RunDirectoryError(f"{src}: missing {name}; a trace directory holds {META_FILE} and {ARRAYS_FILE} (written by Trace.save)")
+                raise RunDirectoryError(
+                    f"{src}: missing {name}; a trace directory holds {META_FILE} and {ARRAYS_FILE} (written by Trace.save)"
+                )
         try:
             info = json.loads((src / META_FILE).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RunDirectoryError(f"{src / META_FILE}: unreadable or not JSON ({e})") from e
         if not isinstance(info, dict) or info.get("format") != TRACE_FORMAT:
-            raise RunDirectoryError(f"{src / META_FILE}: not a trace meta file (expected format {TRACE_FORMAT!r})")
+            raise RunDirectoryError(
+                f"{src / META_FILE}: not a trace meta file (expected format {TRACE_FORMAT!r})"
+            )
         meta_fields = {f.name for f in dataclasses.fields(TraceMeta)}
         raw_meta = info.get("meta")
         if not isinstance(raw_meta, dict) or set(raw_meta) - meta_fields:
             unknown = sorted(set(raw_meta) - meta_fields) if isinstance(raw_meta, dict) else raw_meta
-            raise RunDirectoryError(f"{src / META_FILE}: bad 'meta' entry; unknown TraceMeta fields {unknown}")
+            raise RunDirectoryError(
+                f"{src / META_FILE}: bad 'meta' entry; unknown TraceMeta fields {unknown}"
+            )
         try:
             with np.load(src / ARRAYS_FILE, allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}

@@ -143,6 +143,7 @@ def build_cached(name: str, build_into: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{uuid.uuid4().hex[:8]}-", dir=target.parent))
     try:
         build_into(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache folder is ordinary
         if target.exists() and not is_complete(target):
             shutil.rmtree(target, ignore_errors=True)  # leftover of an older, broken build
         try:

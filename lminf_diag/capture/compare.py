@@ -1,0 +1,102 @@
+"""`compare`: run one token window baseline and patched (and ablation modes) and keep the traces."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import NumericalError
+from ..models import model_info, model_name
+from ..patch import lm_infinite
+from .comparison import Comparison
+from .nll import token_nll
+from .recorder import capture
+from .trace import Trace
+
+
+def default_hidden_layers(n_layers: int) -> list[int]:
+    """Layers of the paper's position-PCA figure that exist in this model: 1, 2, 4, n/3, 2n/3."""
+    return sorted({i for i in (1, 2, 4, n_layers // 3, 2 * n_layers // 3) if 1 <= i <= n_layers})
+
+
+def _check_finite(trace: Trace) -> None:
+    bad = ~np.isfinite(trace.entropy)
+    if bad.any():
+        li, _, pi = np.argwhere(bad)[0]
+        raise NumericalError(
+            f"NaN/inf in the attention of layer {int(trace.layers[li])} at position "
+            f"{int(trace.positions[pi])} ({trace.meta.label}); try dtype float32 or a shorter length."
+        )
+    nll = trace.nll[1:]
+    if not np.isfinite(nll).all():
+        pos = int(np.argwhere(~np.isfinite(nll))[0][0]) + 1
+        raise NumericalError(f"NaN/inf loss at position {pos} ({trace.meta.label}); try dtype float32.")
+
+
+def run_trace(model, input_ids: torch.Tensor, *, label: str = "baseline", patch: dict | None = None,
+              layers=None, heads=None, hidden_layers=(), stride: int = 1, hidden_stride: int = 1,
+              text_source: str = "", check_finite: bool = True) -> Trace:
+    """One forward pass (baseline when `patch` is None) recording statistics, hidden states and NLL."""
+    info = model_info(model)
+    t0 = time.perf_counter()
+    ctx = lm_infinite(model, **patch) if patch else _null()
+    with ctx, capture(model, layers=layers, heads=heads, hidden_layers=hidden_layers, stride=stride,
+                      hidden_stride=hidden_stride) as rec:
+        nll = token_nll(model, input_ids)
+    trace = rec.trace
+    trace.nll = nll
+    trace.meta.label = label
+    trace.meta.model = model_name(model)
+    trace.meta.text_source = text_source
+    trace.meta.train_len = int(info.train_len or 0)
+    trace.meta.extra["seconds"] = round(time.perf_counter() - t0, 2)
+    if check_finite:
+        _check_finite(trace)
+    return trace
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def compare(model, tokenizer=None, text=None, length: int | None = None, *, input_ids=None,
+            modes: Sequence[str] = ("lambda",), baseline: bool = True, n_global: int = 10,
+            n_local: int | None = None, limit: int | None = None, layers=None, heads=None,
+            hidden_layers=None, stride: int = 1, hidden_stride: int = 1, text_source: str = "",
+            progress: Callable[[str], None] | None = None) -> Comparison:
+    """Run the same token window baseline and patched; a `Comparison` of their traces.
+
+    `text` is a string (tokenised to `length` tokens) or give `input_ids` (1, N) directly.
+
+    Example:
+        >>> cmp = compare(model, tok, text, 4096, n_global=10)          # doctest: +SKIP
+        >>> cmp.baseline.entropy.shape == cmp.patched.entropy.shape      # doctest: +SKIP
+        True
+    """
+    if input_ids is None:
+        from ..data import token_window
+
+        input_ids = token_window(tokenizer, text, length)
+    dev = next(model.parameters()).device
+    input_ids = input_ids.to(dev)
+    n_layers = model_info(model).n_layers
+    if hidden_layers is None:
+        hidden_layers = default_hidden_layers(n_layers)
+    runs = ([("baseline", None)] if baseline else []) + [
+        (m, dict(n_global=n_global, n_local=n_local, limit=limit, mode=m)) for m in modes
+    ]
+    traces = {}
+    for label, patch in runs:
+        if progress:
+            progress(f"{label}: forward pass over {input_ids.shape[1]} tokens")
+        traces[label] = run_trace(model, input_ids, label=label, patch=patch, layers=layers, heads=heads,
+                                  hidden_layers=hidden_layers, stride=stride, hidden_stride=hidden_stride,
+                                  text_source=text_source)
+    return Comparison(traces)

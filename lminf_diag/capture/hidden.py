@@ -1,0 +1,70 @@
+"""Hidden-state hooks: keep the residual stream of chosen layers at chosen positions, in float16.
+
+Index convention (as transformers' `hidden_states`): 0 = the embeddings (input of the first
+decoder layer), i = the output of decoder layer i (1-based).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import InvalidArgumentError
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's list of decoder blocks (the longest ModuleList in the base model)."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise InvalidArgumentError(f"cannot find the decoder layers of {type(model).__name__}.")
+    return max(lists, key=len)
+
+
+class HiddenHooks:
+    """Context manager storing hidden states (K, M, D) of `indices` at `positions` (M,).
+
+    Example:
+        >>> with HiddenHooks(model, [0, 2], positions) as hooks:   # doctest: +SKIP
+        ...     model(ids)
+        >>> hooks.states.shape                                      # doctest: +SKIP
+        (2, len(positions), hidden_size)
+    """
+
+    def __init__(self, model, indices, positions: np.ndarray):
+        self.layers = decoder_layers(model)
+        n = len(self.layers)
+        bad = [i for i in indices if not 0 <= int(i) <= n]
+        if bad:
+            raise InvalidArgumentError(f"hidden_layers {bad} out of range: this model has hidden states 0..{n}.")
+        self.indices = [int(i) for i in indices]
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.states: np.ndarray | None = None
+        self._handles: list = []
+
+    def _store(self, slot: int, tensor: torch.Tensor) -> None:
+        h = tensor[0] if tensor.dim() == 3 else tensor  # (N, D), batch size 1
+        if self.states is None:
+            self.positions = self.positions[self.positions < h.shape[0]]
+            self.states = np.zeros((len(self.indices), len(self.positions), h.shape[-1]), dtype=np.float16)
+        pos = torch.as_tensor(self.positions[self.positions < h.shape[0]], device=h.device)
+        self.states[slot, : len(pos)] = h[pos].float().cpu().numpy().astype(np.float16)
+
+    def __enter__(self) -> HiddenHooks:
+        for slot, idx in enumerate(self.indices):
+            if idx == 0:
+                def pre(mod, args, kwargs, slot=slot):
+                    x = args[0] if args else kwargs["hidden_states"]
+                    self._store(slot, x)
+
+                self._handles.append(self.layers[0].register_forward_pre_hook(pre, with_kwargs=True))
+            else:
+                def post(mod, args, out, slot=slot):
+                    self._store(slot, out[0] if isinstance(out, tuple) else out)
+
+                self._handles.append(self.layers[idx - 1].register_forward_hook(post))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

@@ -1,0 +1,181 @@
+"""`capture`: record attention statistics and hidden states of one forward pass into a `Trace`.
+
+The router sends every routed attention call to the kernel with a `StatsRequest` for the
+captured layers; the kernel reduces each block of rows to per-row statistics that land in the
+numpy buffers here. Hooks and routing are removed on exit, also through an exception.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..attention.stats import StatsRequest, log_edges, profile_grid
+from ..errors import InvalidArgumentError
+from ..patch.router import install, release_if_idle
+from .hidden import HiddenHooks, decoder_layers
+from .trace import Trace, TraceMeta
+
+
+@dataclass
+class CaptureConfig:
+    """What to record. `stride` measures every stride-th query row (plus the profile rows)."""
+
+    layers: Sequence[int] | None = None  # None = all
+    heads: Sequence[int] | None = None  # None = all query heads
+    hidden_layers: Sequence[int] = ()
+    hidden_stride: int = 1
+    sink_tokens: int = 4
+    profile_rows: Sequence[int] | None = None  # None = last row + 4 spread over the sequence
+    stride: int = 1
+
+
+def default_profile_rows(n: int) -> list[int]:
+    return sorted({max(0, n * k // 8 - 1) for k in (1, 2, 4, 6)} | {n - 1})
+
+
+def _versions() -> dict:
+    import transformers
+
+    from .. import __version__
+
+    return {"lminf_diag": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__}
+
+
+class Recorder:
+    """Buffers filled by the kernel during capture; `trace` assembles them after the forward."""
+
+    def __init__(self, model, cfg: CaptureConfig):
+        self.model, self.cfg = model, cfg
+        n_layers = len(decoder_layers(model))
+        cfg_heads = getattr(model.config, "num_attention_heads", None) or getattr(model.config, "n_head", None)
+        self.layers = list(range(n_layers)) if cfg.layers is None else [int(x) for x in cfg.layers]
+        bad = [x for x in self.layers if not 0 <= x < n_layers]
+        if bad:
+            raise InvalidArgumentError(f"layers {bad} out of range: this model has layers 0..{n_layers - 1}.")
+        self.n_heads = int(cfg_heads or 0)
+        self.heads = None if cfg.heads is None else [int(h) for h in cfg.heads]
+        if self.heads is not None and any(not 0 <= h < self.n_heads for h in self.heads):
+            raise InvalidArgumentError(f"heads {self.heads} out of range: this model has heads 0..{self.n_heads - 1}.")
+        if cfg.stride < 1 or cfg.hidden_stride < 1 or cfg.sink_tokens < 0:
+            raise InvalidArgumentError("stride and hidden_stride must be >= 1 and sink_tokens >= 0.")
+        self.slot = {layer: i for i, layer in enumerate(self.layers)}
+        self.n = 0
+        self.bufs: dict[str, np.ndarray] = {}
+        self.profiles: dict[tuple[int, int], np.ndarray] = {}
+        self.hidden: HiddenHooks | None = None
+        self.label, self.patch_settings = "baseline", None
+
+    def _setup(self, n: int) -> None:
+        cfg = self.cfg
+        self.n = n
+        self.rows_profile = sorted({r for r in (cfg.profile_rows or default_profile_rows(n)) if 0 <= r < n})
+        pos = set(range(0, n, cfg.stride)) | set(self.rows_profile) | {n - 1}
+        self.positions = np.asarray(sorted(pos), dtype=np.int64)
+        self.edges = log_edges(n)
+        self.grid = profile_grid(n)
+        L, H, M = len(self.layers), len(self.heads) if self.heads else self.n_heads, len(self.positions)
+        for name in ("entropy", "max_logit", "lse", "sink_mass"):
+            self.bufs[name] = np.full((L, H, M), np.nan, dtype=np.float32)
+        self.bufs["dist_mass"] = np.zeros((L, H, M, len(self.edges) - 1), dtype=np.float16)
+        self.profiles.clear()
+
+    def request(self, layer: int, n_q: int) -> StatsRequest | None:
+        """Called by the router for each attention call: what to measure for `layer`."""
+        if layer not in self.slot:
+            return None
+        if n_q != self.n:
+            self._setup(n_q)
+        rows = None if len(self.positions) == n_q else torch.as_tensor(self.positions)
+        return StatsRequest(
+            sink=lambda sl, res, slot=self.slot[layer]: self._write(slot, sl, res),
+            sink_tokens=self.cfg.sink_tokens,
+            dist_edges=self.edges,
+            profile_rows=tuple(self.rows_profile),
+            profile_dist=self.grid,
+            rows=rows,
+        )
+
+    def _write(self, slot: int, rows: slice, res: dict) -> None:
+        if res["entropy"].shape[0] != 1:
+            raise InvalidArgumentError("capture records batch size 1; pass one sequence at a time.")
+        hsel = self.heads
+        for name in ("entropy", "max_logit", "lse", "sink_mass", "dist_mass"):
+            arr = res[name][0]
+            arr = arr[hsel] if hsel is not None else arr
+            self.bufs[name][slot, :, rows] = arr.float().cpu().numpy().astype(self.bufs[name].dtype)
+        for pos, prof in res.get("profiles", []):
+            p = prof[0][hsel] if hsel is not None else prof[0]
+            self.profiles[(slot, pos)] = p.cpu().numpy()
+
+    @property
+    def trace(self) -> Trace:
+        """The recorded `Trace` (after a forward pass inside the capture)."""
+        if not self.bufs:
+            raise InvalidArgumentError("nothing captured yet: run a forward pass inside `capture(model)`.")
+        L = len(self.layers)
+        H = self.bufs["entropy"].shape[1]
+        prof = np.full((L, H, len(self.rows_profile), len(self.grid)), np.nan, dtype=np.float32)
+        for (slot, pos), arr in self.profiles.items():
+            prof[slot, :, self.rows_profile.index(pos)] = arr
+        hid = self.hidden
+        hidden = hid.states if hid is not None and hid.states is not None else np.zeros((0, 0, 0), np.float16)
+        meta = TraceMeta(n_tokens=self.n, label=self.label, patch=self.patch_settings,
+                         sink_tokens=self.cfg.sink_tokens, versions=_versions(),
+                         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        return Trace(
+            meta=meta,
+            layers=np.asarray(self.layers),
+            heads=np.asarray(self.heads if self.heads is not None else range(H)),
+            positions=self.positions,
+            **self.bufs,
+            dist_edges=self.edges,
+            profile_rows=np.asarray(self.rows_profile, dtype=np.int64),
+            profile_dist=self.grid,
+            logit_profile=prof,
+            hidden_layers=np.asarray(hid.indices if hid else [], dtype=np.int64),
+            hidden_positions=hid.positions if hid else np.zeros(0, np.int64),
+            hidden=hidden,
+            nll=np.full(self.n, np.nan, dtype=np.float32),
+        )
+
+
+@contextmanager
+def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: int = 1,
+            hidden_positions: int | None = None, sink_tokens: int = 4, profile_rows=None, stride: int = 1):
+    """Record attention statistics (and hidden states) of the next forward pass.
+
+    Works on the baseline model and under `lm_infinite` alike; statistics come from the same
+    kernel that computes the attention, so both traces have the same shapes and meanings.
+
+    Example:
+        >>> with capture(model, layers=[0, 1], hidden_layers=[1]) as rec:   # doctest: +SKIP
+        ...     model(ids)
+        >>> rec.trace.entropy.shape                                      # (layers, heads, positions)
+    """
+    cfg = CaptureConfig(layers, heads, tuple(hidden_layers), hidden_stride, sink_tokens, profile_rows, stride)
+    rec = Recorder(model, cfg)
+    router = install(model)
+    if router.recorder is not None:
+        release_if_idle(model)
+        raise InvalidArgumentError("a capture is already active on this model; nest captures on separate models.")
+    if router.spec is not None:
+        rec.label, rec.patch_settings = router.spec.mode, router.spec.to_dict()
+    router.recorder = rec
+    try:
+        if cfg.hidden_layers:
+            limit = hidden_positions or (1 << 30)
+            rec.hidden = HiddenHooks(model, cfg.hidden_layers, np.arange(0, limit, hidden_stride))
+            with rec.hidden:
+                yield rec
+        else:
+            yield rec
+    finally:
+        router.recorder = None
+        release_if_idle(model)
