@@ -1,3 +1,36 @@
-"""lminf_diag: why language models break down past their training length, and what LM-Infinite does."""
+"""lminf_diag: why language models break down past their training length, and what LM-Infinite does.
+
+Example:
+    >>> import lminf_diag as ld
+    >>> model, tok = ld.load_model("smollm2-135m")                       # doctest: +SKIP
+    >>> with ld.lm_infinite(model, n_global=10):                         # doctest: +SKIP
+    ...     out = model.generate(ids, max_new_tokens=20)
+    >>> cmp = ld.compare(model, tok, text, 16384)                        # doctest: +SKIP
+    >>> ld.analyze.entropy_growth(cmp).summary()                         # doctest: +SKIP
+"""
 
 __version__ = "0.1.0"
+
+from . import analyze  # noqa: E402
+from .capture.compare import compare, run_trace  # noqa: E402
+from .capture.comparison import Comparison  # noqa: E402
+from .capture.recorder import capture  # noqa: E402
+from .capture.trace import Trace, TraceMeta  # noqa: E402
+from .models import load_model, model_info  # noqa: E402
+from .patch import current_spec, lm_infinite, patch, unpatch  # noqa: E402
+
+__all__ = [
+    "analyze",
+    "capture",
+    "compare",
+    "run_trace",
+    "Comparison",
+    "Trace",
+    "TraceMeta",
+    "load_model",
+    "model_info",
+    "lm_infinite",
+    "patch",
+    "unpatch",
+    "current_spec",
+]
