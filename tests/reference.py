@@ -68,15 +68,17 @@ def reference_attention(module, query, key, value, attention_mask, scaling=None,
         s = torch.tanh(s / cap) * cap
     s = s.masked_fill(~(local | far), float("-inf"))
     p = torch.softmax(s, -1)
+    if STATE.get("record") is not None:
+        STATE["record"].append((s[0], p[0]))  # (H, N, N) float64 scores and probabilities, batch 1
     return (p @ v).transpose(1, 2).contiguous().to(query.dtype), None
 
 
 AttentionInterface.register("lminf_test_reference", reference_attention)
 
 
-def configure(mode=None, n_local=None, n_global=None, limit=None, rope=None):
+def configure(mode=None, n_local=None, n_global=None, limit=None, rope=None, record=None):
     STATE.clear()
-    STATE.update(mode=mode, n_local=n_local, n_global=n_global, limit=limit, rope=rope)
+    STATE.update(mode=mode, n_local=n_local, n_global=n_global, limit=limit, rope=rope, record=record)
 
 
 def alibi_reference(q, k, v, slopes, scale, mode, n_local, n_global, limit):

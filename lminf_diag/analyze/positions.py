@@ -6,7 +6,7 @@ For each captured hidden layer (`hidden` (K, M, D) at `hidden_positions` (M,)):
   the others, in units of the others' RMS spread sqrt(mean ||x - centroid||^2) (a typical bulk
   point sits near 1);
 - a linear probe (standardize + ridge, alpha by GCV) predicting ln(position + 1), scored by 5-fold
-  shuffled cross-validated R² (seed 0);
+  shuffled cross-validated R² (seed 0), on at most 1000 evenly spaced stored positions;
 - principal angles (degrees) between the top-`n_components` PCA subspaces of a window within the
   training length and one beyond it (NaN when there are no positions beyond).
 """
@@ -25,6 +25,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.extmath import randomized_svd
 
 from lminf_diag.analyze.base import (
     MAX_POINTS,
@@ -41,6 +42,7 @@ from lminf_diag.errors import InvalidArgumentError
 
 MAX_SCATTER_LAYERS = 3
 MIN_PROBE_POINTS = 10
+MAX_PROBE_POINTS = 1000  # evenly spaced over the stored positions
 
 
 @dataclass
@@ -207,12 +209,18 @@ def _subspace(x: np.ndarray, k: int) -> np.ndarray | None:
     """(D, k) orthonormal basis of the top-k principal directions of x (rows), None if too few rows."""
     if x.shape[0] <= k:
         return None
-    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
-    return vt[:k].T
+    if min(x.shape) <= 4 * k:
+        _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    else:  # top-k only: far cheaper than a full SVD of an (m, 4096) window
+        _, _, vt = randomized_svd(x - x.mean(0), k, n_iter=10, random_state=0)
+    return vt[:k].T.astype(np.float64)
 
 
 def _layer(x: np.ndarray, pos: np.ndarray, k: int, args: dict) -> LayerSubspace:
-    """Everything for one (M, D) float64 matrix of hidden states at positions pos (M,)."""
+    """Everything for one (M, D) float32 matrix of hidden states at positions pos (M,).
+
+    PCA and subspaces run in float32; the probe (float64) uses at most MAX_PROBE_POINTS states.
+    """
     ncomp = max(1, min(max(args["n_components"], 2), x.shape[0], x.shape[1]))
     pca = PCA(n_components=ncomp, random_state=0)
     proj = pca.fit_transform(x)  # (M, ncomp)
@@ -221,18 +229,24 @@ def _layer(x: np.ndarray, pos: np.ndarray, k: int, args: dict) -> LayerSubspace:
     head = np.arange(min(args["first_tokens"], len(pos)))  # always show the first tokens
     sample = np.union1d(head, downsample_index(len(pos), MAX_POINTS - head.size))  # (S,) <= MAX_POINTS
     first = pos < args["first_tokens"]
-    bulk = x[~first]
+    bulk = x[~first].astype(np.float64)
     if bulk.shape[0] >= 2:
         centre = bulk.mean(0)
         rms = float(np.sqrt(np.mean(np.sum((bulk - centre) ** 2, axis=1))))
-        prof = np.linalg.norm(x - centre, axis=1) / rms if rms > 0 else np.full(len(pos), np.nan)
+        prof = (
+            np.linalg.norm(x.astype(np.float64) - centre, axis=1) / rms
+            if rms > 0
+            else np.full(len(pos), np.nan)
+        )
     else:
         prof = np.full(len(pos), np.nan)
     r2 = float("nan")
     if len(pos) >= MIN_PROBE_POINTS:
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 8)))
         cv = KFold(n_splits=5, shuffle=True, random_state=0)
-        r2 = float(np.mean(cross_val_score(model, x, np.log(pos + 1.0), cv=cv, scoring="r2")))
+        sub = downsample_index(len(pos), MAX_PROBE_POINTS)  # RidgeCV costs O(m^3): cap m
+        xs, ys = x[sub].astype(np.float64), np.log(pos[sub] + 1.0)
+        r2 = float(np.mean(cross_val_score(model, xs, ys, cv=cv, scoring="r2")))
     angles = np.empty(0)
     tl, w, nc = args["train_len"], args["window"], args["n_components"]
     if tl is not None and (pos >= tl).any():
@@ -260,7 +274,7 @@ def _position_stats(label: str, trace: Trace, layers: list[int] | None, args: di
     wanted = avail if layers is None else [k for k in layers if k in avail]
     out = []
     for k in wanted:
-        x = np.asarray(trace.hidden[avail.index(k)], dtype=np.float64)  # (M, D)
+        x = np.asarray(trace.hidden[avail.index(k)], dtype=np.float32)  # (M, D)
         ok = np.isfinite(x).all(axis=1)
         if ok.sum() >= 2:
             out.append(_layer(x[ok], pos_all[ok], k, args))

@@ -130,9 +130,10 @@ def explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, 
             dist = torch.cat(parts_d, -1).masked_fill(~ok, -1)
             keys = torch.cat([k_pos[:fe], k_pos[first:last]]) if fe else k_pos[first:last]
             flat = (B, H, b - a)
-            res = reduce_block(
-                s.reshape(*flat, -1), p.reshape(*flat, -1), lse.reshape(flat), dist, keys, qp, stats
-            )
+            with torch.no_grad():
+                res = reduce_block(
+                    s.reshape(*flat, -1), p.reshape(*flat, -1), lse.reshape(flat), dist, keys, qp, stats
+                )
             stats.sink(slice(a, b), res)
     return out
 

@@ -47,7 +47,7 @@ class HiddenHooks:
             self.positions = self.positions[self.positions < h.shape[0]]
             self.states = np.zeros((len(self.indices), len(self.positions), h.shape[-1]), dtype=np.float16)
         pos = torch.as_tensor(self.positions[self.positions < h.shape[0]], device=h.device)
-        self.states[slot, : len(pos)] = h[pos].float().cpu().numpy().astype(np.float16)
+        self.states[slot, : len(pos)] = h[pos].detach().float().cpu().numpy().astype(np.float16)
 
     def __enter__(self) -> HiddenHooks:
         for slot, idx in enumerate(self.indices):

@@ -109,10 +109,10 @@ class Recorder:
         for name in ("entropy", "max_logit", "lse", "sink_mass", "dist_mass"):
             arr = res[name][0]
             arr = arr[hsel] if hsel is not None else arr
-            self.bufs[name][slot, :, rows] = arr.float().cpu().numpy().astype(self.bufs[name].dtype)
+            self.bufs[name][slot, :, rows] = arr.detach().float().cpu().numpy().astype(self.bufs[name].dtype)
         for pos, prof in res.get("profiles", []):
             p = prof[0][hsel] if hsel is not None else prof[0]
-            self.profiles[(slot, pos)] = p.cpu().numpy()
+            self.profiles[(slot, pos)] = p.detach().cpu().numpy()
 
     @property
     def trace(self) -> Trace:
