@@ -87,18 +87,14 @@ def git_hash() -> str | None:
     >>> git_hash() is None or len(git_hash()) >= 7
     True
     """
-    src = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        cwd = Path(__file__).resolve().parent
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True)
+        return done.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=src,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
+        head, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     return f"{head}+dirty" if head and dirty else head or None
@@ -205,7 +201,9 @@ class RunDir:
         """
         path = Path(path)
         if not (path / RUN_FILE).is_file():
-            raise RunDirectoryError(f"{path}: not a run directory (no {RUN_FILE}); pass a folder written by diag.")
+            raise RunDirectoryError(
+                f"{path}: not a run directory (no {RUN_FILE}); pass a folder written by diag."
+            )
         return cls(path, cls._read_file(path / RUN_FILE).get("args", {}))
 
     # ------------------------------------------------------------------ state
@@ -215,7 +213,9 @@ class RunDir:
         try:
             info = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RunDirectoryError(f"{file}: unreadable or not JSON ({e}); pass --overwrite to start afresh.") from e
+            raise RunDirectoryError(
+                f"{file}: unreadable or not JSON ({e}); pass --overwrite to start afresh."
+            ) from e
         if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
             raise RunDirectoryError(f"{file}: not a lminf_diag run file; pass --overwrite or another --out.")
         return info
@@ -322,8 +322,3 @@ class RunDir:
         """Write `obj` as `<out>/<name>` (NaN as null), atomically."""
         self.start()
         return atomic_write_text(self.path / name, json.dumps(to_json_safe(obj), indent=2) + "\n")
-
-    def file(self, name: str) -> Path:
-        """The path of a file in the run folder (the folder is created)."""
-        self.start()
-        return self.path / name

@@ -246,3 +246,37 @@ def test_log_axis_annotation_uses_log10_coordinates(long_results):
     assert fig.layout.xaxis.type == "log"
     note = next(a for a in fig.layout.annotations if a.text == "training length")
     assert note.x == pytest.approx(math.log10(4096))
+
+
+def test_mixed_comparison_gives_nan_for_missing_data():
+    lam = make_trace(300, L, H, 64, kind="flat", label="lambda")
+    lam = dataclasses.replace(
+        lam,
+        hidden=np.zeros((0, 0, 8), np.float16),
+        hidden_layers=np.zeros(0, np.int64),
+        hidden_positions=np.zeros(0, np.int64),
+        profile_rows=np.zeros(0, np.int64),
+        profile_dist=np.zeros(0, np.int64),
+        logit_profile=np.zeros((L, H, 0, 0), np.float32),
+    )
+    res = analyze_all([make_trace(300, L, H, 64), lam])
+    assert list(res) == ["logits", "entropy", "positions", "perplexity"]
+    for r in res.values():
+        s = r.summary()
+        assert set(s["baseline"]) == set(s["lambda"])
+        r.to_frame()
+        for fig in r.figures():
+            fig.to_json()
+    assert math.isnan(res["logits"].summary()["lambda"]["excess"])
+    assert math.isnan(res["positions"].summary()["lambda"]["probe_r2_layer1"])
+
+
+def test_non_finite_hidden_states_are_skipped():
+    t = make_trace(N, L, H, T)
+    t.hidden[0, 10, 3] = np.inf  # float16 overflow in one stored state
+    r = position_subspaces(t)
+    prof = r.per_label["baseline"].layers[0].distance_profile
+    assert prof.shape == (N,) and np.isnan(prof[10]) and np.isfinite(prof[11])
+    assert r.summary()["baseline"]["probe_r2"] > 0.95
+    for fig in r.figures():
+        fig.to_json()

@@ -168,3 +168,9 @@ def test_common_train_len():
     assert common_train_len({"a": unknown}) is None
     with pytest.raises(InvalidArgumentError):
         common_train_len({"a": a}, train_len=0)
+
+
+def test_save_into_a_file_path_raises(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunDirectoryError):
+        make_trace(n=32, train_len=16).save(tmp_path / "f")

@@ -159,7 +159,7 @@ def mark_train_len(
 
 
 def line_figure(title: str, x_title: str, y_title: str, *, log_x: bool = False) -> go.Figure:
-    """An empty figure with titled axes and a horizontal legend, ready for overlaid lines."""
+    """An empty figure with titled axes (legend on the right), ready for overlaid lines."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -167,7 +167,6 @@ def line_figure(title: str, x_title: str, y_title: str, *, log_x: bool = False) 
         title=title,
         xaxis_title=x_title,
         yaxis_title=y_title,
-        legend={"orientation": "h", "yanchor": "top", "y": -0.2},
         template="plotly_white",
         margin={"t": 70},
     )

@@ -194,7 +194,7 @@ def _logit_stats(label: str, trace: Trace, train_len: int | None) -> LogitStats:
     prof = np.asarray(trace.logit_profile, dtype=np.float64)  # (L, H, R, P)
     n_l, n_h, _, n_p = prof.shape
     dist = np.asarray(trace.profile_dist)  # (P,)
-    flat = prof.reshape(-1, n_p)  # (L*H*R, P)
+    flat = prof.reshape(n_l * n_h * prof.shape[2], n_p)  # (L*H*R, P)
     mean = nanmean(flat, 0)
     with np.errstate(invalid="ignore"):
         std = np.sqrt(nanmean((flat - mean) ** 2, 0))

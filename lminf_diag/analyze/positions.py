@@ -19,44 +19,23 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from scipy.linalg import subspace_angles
-from sklearn.decomposition import PCA
-from sklearn.linear_model import RidgeCV
-from sklearn.model_selection import KFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils.extmath import randomized_svd
+from threadpoolctl import threadpool_limits
 
 from lminf_diag.analyze.base import (
-    MAX_POINTS,
     AnalysisResult,
     as_float,
     downsample_index,
     label_colors,
     line_figure,
     mark_train_len,
+    nanmean,
 )
+from lminf_diag.analyze.hidden_stats import LayerSubspace, layer_subspace
 from lminf_diag.capture.comparison import as_traces, common_train_len
 from lminf_diag.capture.trace import Trace
 from lminf_diag.errors import InvalidArgumentError
 
 MAX_SCATTER_LAYERS = 3
-MIN_PROBE_POINTS = 10
-MAX_PROBE_POINTS = 1000  # evenly spaced over the stored positions
-
-
-@dataclass
-class LayerSubspace:
-    """One hidden layer of one label."""
-
-    hidden_layer: int  # 0 = embeddings, i = after layer i
-    explained_variance: np.ndarray  # (n_components,) ratios
-    coords: np.ndarray  # (S, 2) first two PCA coordinates of <= 2000 sampled points
-    coord_positions: np.ndarray  # (S,) their positions
-    distance_profile: np.ndarray  # (M,) distance from the bulk centroid, in bulk RMS units
-    first_token_distance: float
-    probe_r2: float
-    principal_angles: np.ndarray  # (n_components,) degrees, or empty
 
 
 @dataclass
@@ -68,6 +47,7 @@ class PositionStats:
     layers: list[LayerSubspace]
 
     def mean(self, name: str) -> float:
+        """Mean over layers of a LayerSubspace field (arrays averaged first), NaN ignored."""
         vals = [as_float(np.mean(getattr(ly, name))) for ly in self.layers if np.size(getattr(ly, name))]
         vals = [v for v in vals if np.isfinite(v)]
         return float(np.mean(vals)) if vals else float("nan")
@@ -87,8 +67,12 @@ class PositionSubspaceResult(AnalysisResult):
     )
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """label -> probe_r2 (mean), probe_r2_layer<k>, first_token_distance, pc1_var, principal_angle_mean."""
+        """label -> probe_r2 (mean), probe_r2_layer<k>, first_token_distance, pc1_var, principal_angle_mean.
+
+        Every label gets the same keys: probe_r2_layer<k> for every layer any label has (NaN if absent).
+        """
         out: dict[str, dict[str, float]] = {}
+        all_layers = sorted({ly.hidden_layer for s in self.per_label.values() for ly in s.layers})
         for lab, s in self.per_label.items():
             d = {
                 "probe_r2": s.mean("probe_r2"),
@@ -98,7 +82,8 @@ class PositionSubspaceResult(AnalysisResult):
                 else float("nan"),
                 "principal_angle_mean": s.mean("principal_angles"),
             }
-            d.update({f"probe_r2_layer{ly.hidden_layer}": float(ly.probe_r2) for ly in s.layers})
+            r2 = {ly.hidden_layer: float(ly.probe_r2) for ly in s.layers}
+            d.update({f"probe_r2_layer{k}": r2.get(k, float("nan")) for k in all_layers})
             out[lab] = d
         return out
 
@@ -128,7 +113,7 @@ class PositionSubspaceResult(AnalysisResult):
         for lab, s in self.per_label.items():
             if not s.layers:
                 continue
-            prof = np.mean([ly.distance_profile for ly in s.layers], axis=0)  # (M,)
+            prof = nanmean(np.stack([ly.distance_profile for ly in s.layers]), axis=0)  # (M,)
             idx = downsample_index(prof.size, log=True)
             dist.add_trace(
                 go.Scatter(
@@ -205,69 +190,6 @@ class PositionSubspaceResult(AnalysisResult):
         return fig
 
 
-def _subspace(x: np.ndarray, k: int) -> np.ndarray | None:
-    """(D, k) orthonormal basis of the top-k principal directions of x (rows), None if too few rows."""
-    if x.shape[0] <= k:
-        return None
-    if min(x.shape) <= 4 * k:
-        _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
-    else:  # top-k only: far cheaper than a full SVD of an (m, 4096) window
-        _, _, vt = randomized_svd(x - x.mean(0), k, n_iter=10, random_state=0)
-    return vt[:k].T.astype(np.float64)
-
-
-def _layer(x: np.ndarray, pos: np.ndarray, k: int, args: dict) -> LayerSubspace:
-    """Everything for one (M, D) float32 matrix of hidden states at positions pos (M,).
-
-    PCA and subspaces run in float32; the probe (float64) uses at most MAX_PROBE_POINTS states.
-    """
-    ncomp = max(1, min(max(args["n_components"], 2), x.shape[0], x.shape[1]))
-    pca = PCA(n_components=ncomp, random_state=0)
-    proj = pca.fit_transform(x)  # (M, ncomp)
-    if proj.shape[1] < 2:
-        proj = np.column_stack([proj, np.zeros(len(proj))])
-    head = np.arange(min(args["first_tokens"], len(pos)))  # always show the first tokens
-    sample = np.union1d(head, downsample_index(len(pos), MAX_POINTS - head.size))  # (S,) <= MAX_POINTS
-    first = pos < args["first_tokens"]
-    bulk = x[~first].astype(np.float64)
-    if bulk.shape[0] >= 2:
-        centre = bulk.mean(0)
-        rms = float(np.sqrt(np.mean(np.sum((bulk - centre) ** 2, axis=1))))
-        prof = (
-            np.linalg.norm(x.astype(np.float64) - centre, axis=1) / rms
-            if rms > 0
-            else np.full(len(pos), np.nan)
-        )
-    else:
-        prof = np.full(len(pos), np.nan)
-    r2 = float("nan")
-    if len(pos) >= MIN_PROBE_POINTS:
-        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 8)))
-        cv = KFold(n_splits=5, shuffle=True, random_state=0)
-        sub = downsample_index(len(pos), MAX_PROBE_POINTS)  # RidgeCV costs O(m^3): cap m
-        xs, ys = x[sub].astype(np.float64), np.log(pos[sub] + 1.0)
-        r2 = float(np.mean(cross_val_score(model, xs, ys, cv=cv, scoring="r2")))
-    angles = np.empty(0)
-    tl, w, nc = args["train_len"], args["window"], args["n_components"]
-    if tl is not None and (pos >= tl).any():
-        lo_in = args["first_tokens"] if w is None else max(args["first_tokens"], tl - w)
-        lo_out = tl if w is None else max(tl, int(pos.max()) + 1 - w)
-        a = _subspace(x[(pos >= lo_in) & (pos < tl)], nc)
-        b = _subspace(x[pos >= lo_out], nc)
-        if a is not None and b is not None:
-            angles = np.degrees(subspace_angles(a, b))
-    return LayerSubspace(
-        hidden_layer=k,
-        explained_variance=pca.explained_variance_ratio_[: args["n_components"]].copy(),
-        coords=proj[sample, :2],
-        coord_positions=pos[sample],
-        distance_profile=prof,
-        first_token_distance=as_float(np.mean(prof[first])) if first.any() else float("nan"),
-        probe_r2=r2,
-        principal_angles=angles,
-    )
-
-
 def _position_stats(label: str, trace: Trace, layers: list[int] | None, args: dict) -> PositionStats:
     avail = [int(k) for k in np.asarray(trace.hidden_layers)]
     pos_all = np.asarray(trace.hidden_positions, dtype=np.int64)
@@ -277,7 +199,11 @@ def _position_stats(label: str, trace: Trace, layers: list[int] | None, args: di
         x = np.asarray(trace.hidden[avail.index(k)], dtype=np.float32)  # (M, D)
         ok = np.isfinite(x).all(axis=1)
         if ok.sum() >= 2:
-            out.append(_layer(x[ok], pos_all[ok], k, args))
+            ly = layer_subspace(x[ok], pos_all[ok], k, args)
+            full = np.full(pos_all.size, np.nan)  # (M,): NaN where a state was not finite
+            full[ok] = ly.distance_profile
+            ly.distance_profile = full
+            out.append(ly)
     return PositionStats(label=label, positions=pos_all, layers=out)
 
 
@@ -312,5 +238,8 @@ def position_subspaces(
             raise InvalidArgumentError(f"layers={layers}; captured hidden layers are {sorted(known)}")
     tl = common_train_len(traces, train_len)
     args = {"n_components": n_components, "first_tokens": first_tokens, "window": window, "train_len": tl}
-    per_label = {lab: _position_stats(lab, t, layers, args) for lab, t in traces.items()}
+    # One BLAS thread: these (m, m) eigh/SVD calls are small, and OpenBLAS threads on a busy
+    # machine made them 10-40x slower in measurements; single-threaded they are fast everywhere.
+    with threadpool_limits(limits=1, user_api="blas"):
+        per_label = {lab: _position_stats(lab, t, layers, args) for lab, t in traces.items()}
     return PositionSubspaceResult(labels=list(traces), train_len=tl, per_label=per_label)

@@ -92,8 +92,7 @@ def explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, 
     k_far = kf[..., :n_far, :]
     if plan.cap and rope is not None and n_far:
         k_far = rope.move(k[:, :, :n_far], k_pos[:n_far], 0)[:, :, None]  # far keys at position 0
-    span = (plan.n_local or k.shape[2]) + n_far
-    rows = max(1, min(nq, BLOCK_ELEMENTS // max(1, B * H * span)))
+    rows = _rows_per_block(plan, q_pos, k.shape[2], n_far, B * H)
     for a in range(0, nq, rows):
         b = min(nq, a + rows)
         qp = q_pos[a:b]
@@ -127,15 +126,26 @@ def explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, 
         o = p @ vv  # (B, Hkv, g, nb, Dv)
         out[:, a:b] = o.reshape(B, H, b - a, dv).transpose(1, 2).to(v.dtype)
         if stats is not None:
-            dist = torch.cat(parts_d, -1).masked_fill(~ok, -1)
+            dist = torch.cat(parts_d, -1) if fe else d_loc
             keys = torch.cat([k_pos[:fe], k_pos[first:last]]) if fe else k_pos[first:last]
             flat = (B, H, b - a)
             with torch.no_grad():
-                res = reduce_block(
-                    s.reshape(*flat, -1), p.reshape(*flat, -1), lse.reshape(flat), dist, keys, qp, stats
-                )
+                res = reduce_block(s.reshape(*flat, -1), p.reshape(*flat, -1), lse.reshape(flat), dist, ok,
+                                   keys, qp, stats, n_far=fe)
             stats.sink(slice(a, b), res)
     return out
+
+
+def _rows_per_block(plan: Plan, q_pos: torch.Tensor, nk: int, n_far: int, bh: int) -> int:
+    """Query rows per block: scores of rows x keys-in-range stay under BLOCK_ELEMENTS, and for
+    sparse (strided) rows the key range a block spans wastes at most about a quarter."""
+    nq = q_pos.shape[0]
+    if plan.n_local is None:
+        return max(1, min(nq, BLOCK_ELEMENTS // max(1, bh * nk)))
+    step = max(1.0, float(q_pos[-1] - q_pos[0]) / max(1, nq - 1))
+    by_waste = max(1, int(plan.n_local / (4 * step)))
+    by_memory = BLOCK_ELEMENTS // max(1, bh * (int(1.25 * plan.n_local) + n_far))
+    return max(1, min(nq, by_waste, by_memory))
 
 
 def _scores(qb: torch.Tensor, kb: torch.Tensor, scaling: float, softcap: float | None) -> torch.Tensor:

@@ -56,10 +56,12 @@ def reduce_block(
     s: torch.Tensor,  # (B, H, nb, K) fp32 scores, -inf where not attended
     p: torch.Tensor,  # (B, H, nb, K) fp32 probabilities
     lse: torch.Tensor,  # (B, H, nb)
-    dist: torch.Tensor,  # (nb, K) true distance q_pos - k_pos (int64; may be negative where masked)
-    k_pos: torch.Tensor,  # (K,) key positions
+    dist: torch.Tensor,  # (nb, K) true distance q_pos - k_pos (raw, also where masked)
+    ok: torch.Tensor,  # (nb, K) bool, attended pairs
+    k_pos: torch.Tensor,  # (K,) key positions: n_far far keys, then local keys ascending
     q_pos: torch.Tensor,  # (nb,) query positions
     req: StatsRequest,
+    n_far: int = 0,
 ) -> dict:
     logp = (s - lse[..., None]).masked_fill(p == 0, 0.0)
     out = {
@@ -67,14 +69,29 @@ def reduce_block(
         "max_logit": s.amax(-1),
         "lse": lse,
         "sink_mass": p[..., k_pos < req.sink_tokens].sum(-1),
+        "dist_mass": _dist_mass(p, dist, req.dist_edges, n_far),
     }
-    edges = torch.as_tensor(req.dist_edges, device=s.device)
-    nbins = len(req.dist_edges) - 1
-    idx = (torch.bucketize(dist.clamp(min=0), edges, right=True) - 1).clamp(0, nbins - 1)
-    dm = torch.zeros(*p.shape[:-1], nbins, dtype=p.dtype, device=p.device)
-    out["dist_mass"] = dm.scatter_add_(-1, idx.expand_as(p), p)
     if req.profile_rows:
-        out["profiles"] = _profiles(s, dist, q_pos, req)
+        out["profiles"] = _profiles(s, dist.masked_fill(~ok, -1), q_pos, req)
+    return out
+
+
+def _dist_mass(p, dist, edges_np, n_far: int) -> torch.Tensor:
+    """Mass per distance bin. Far keys: scatter-add; local keys (distance decreasing along the
+    key axis): a cumulative sum read at the bin edges, which costs one pass over the block."""
+    edges = torch.as_tensor(edges_np, device=p.device)
+    nbins = len(edges_np) - 1
+    out = torch.zeros(*p.shape[:-1], nbins, dtype=p.dtype, device=p.device)
+    if n_far:
+        idx = (torch.bucketize(dist[:, :n_far].clamp(min=0), edges, right=True) - 1).clamp(0, nbins - 1)
+        out.scatter_add_(-1, idx.expand(*p.shape[:-1], n_far), p[..., :n_far])
+    loc, d = p[..., n_far:], dist[:, n_far:]
+    if loc.shape[-1]:
+        cs = torch.nn.functional.pad(loc.cumsum(-1), (1, 0))  # (B, H, nb, Kl + 1)
+        neg = (-d).contiguous()  # ascending along the key axis
+        cnt = torch.searchsorted(neg, (-edges).expand(d.shape[0], -1).contiguous(), right=True)
+        ge = cs.gather(-1, cnt.expand(*p.shape[:-1], -1))  # mass at distance >= edge
+        out += ge[..., :-1] - ge[..., 1:]
     return out
 
 

@@ -107,6 +107,8 @@ class Trace:
         (2, 3, 64)
         """
         out = Path(directory)
+        if out.exists() and not out.is_dir():
+            raise RunDirectoryError(f"{out}: exists and is not a directory; Trace.save needs a directory")
         out.mkdir(parents=True, exist_ok=True)
         arrays = {name: np.asarray(getattr(self, name)) for name in ARRAY_FIELDS}
         meta = {

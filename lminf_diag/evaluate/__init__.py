@@ -1,0 +1,40 @@
+"""Task-level evaluations, baseline vs LM-Infinite modes: passkey retrieval and loss over documents.
+
+run_passkey                 accuracy of retrieving a key hidden at a depth, per length and mode
+perplexity_over_documents   per-token loss vs position, mean and spread over several documents
+
+Both return AnalysisResult objects (summary(), to_frame(), figures()) and resume from a run folder.
+
+Example:
+    >>> from lminf_diag.evaluate import build_passkey_prompt, score_answer
+    >>> score_answer("54321 is it", 54321)
+    True
+"""
+
+from __future__ import annotations
+
+from lminf_diag.evaluate.documents import DEFAULT_DOCUMENTS, perplexity_over_documents, resolve_documents
+from lminf_diag.evaluate.documents_result import DocumentPerplexityResult
+from lminf_diag.evaluate.passkey import (
+    PasskeyPrompt,
+    build_passkey_prompt,
+    haystack_sentences,
+    passkey_key,
+    score_answer,
+)
+from lminf_diag.evaluate.passkey_run import PasskeyResult, PasskeyTrial, run_passkey
+
+__all__ = [
+    "DEFAULT_DOCUMENTS",
+    "DocumentPerplexityResult",
+    "PasskeyPrompt",
+    "PasskeyResult",
+    "PasskeyTrial",
+    "build_passkey_prompt",
+    "haystack_sentences",
+    "passkey_key",
+    "perplexity_over_documents",
+    "resolve_documents",
+    "run_passkey",
+    "score_answer",
+]

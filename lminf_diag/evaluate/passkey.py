@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,10 @@ NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _INT = re.compile(r"\d+")
+MAX_GAP = 8  # tokens a prompt may fall short of its length before the last sentence is cut at a word
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PasskeyPrompt:
     """One passkey prompt, tokenized.
 
@@ -98,20 +100,23 @@ def score_answer(generated_text: str, key: int) -> bool:
 def haystack_sentences(haystack: str) -> list[str]:
     """The sentences a haystack is made of: "filler" (the reference filler) or a book's text.
 
-    A book name or file path is read with `lminf_diag.data.load_text`; any other string with
-    whitespace is taken as the text itself. Whitespace (line breaks included) is collapsed.
+    A bundled book name or an existing file is read with `lminf_diag.data.load_text`; any other
+    string with whitespace is taken as the text itself. Whitespace (line breaks included) is collapsed.
 
     >>> haystack_sentences("filler")[:2]
     ['The grass is green.', 'The sky is blue.']
     """
+    from lminf_diag.data import list_books, load_text
+
+    name = haystack[:-4] if haystack.endswith(".txt") else haystack
     if haystack == "filler":
         text = FILLER
+    elif name in list_books() or Path(haystack).expanduser().is_file():
+        text = load_text(haystack)[0]
     elif any(c.isspace() for c in haystack.strip()):
         text = haystack
     else:
-        from lminf_diag.data import load_text
-
-        text = load_text(haystack)[0]
+        text = load_text(haystack)[0]  # raises: unknown name, with the list of bundled books
     sentences = [" ".join(s.split()) for s in _SENTENCE_END.split(text)]
     sentences = [s for s in sentences if s]
     if not sentences:
@@ -182,13 +187,14 @@ def _fit(layout_for, count, lo: int, hi: int, length: int) -> int:
 def build_passkey_prompt(
     tokenizer: Any, length: int, depth: float, key: int, haystack: str = "filler"
 ) -> PasskeyPrompt:
-    """A passkey prompt of at most `length` tokens (usually 0-2 fewer) with the needle at `depth`.
+    """A passkey prompt of at most `length` tokens (usually at most 8 fewer) with the needle at `depth`.
 
     depth: fraction of the haystack before the needle, 0 (right after the instruction) to 1
     (right before the question); the needle goes to the sentence boundary nearest it.
     haystack: "filler" (the reference sentences, repeated) or a bundled book name / text file
-    (repeated if too short). Whole sentences are used; the last one may be cut at a word so
-    that the prompt comes within a token or two of `length`.
+    (repeated if too short). Whole sentences are used; when the next sentence does not fit and
+    more than MAX_GAP (8) tokens are left, its first words are added, so the prompt comes
+    within 8 tokens of `length` (within a sentence of the filler, about 5 tokens, usually).
 
     Example:
         >>> p = build_passkey_prompt(tok, 4096, 0.5, 12345)   # doctest: +SKIP
@@ -204,7 +210,9 @@ def build_passkey_prompt(
     sentences = haystack_sentences(haystack)
 
     def count(layout: _Layout) -> int:
-        return len(bos) + len(tokenizer(layout.render()[0], add_special_tokens=False, verbose=False)["input_ids"])
+        return len(bos) + len(
+            tokenizer(layout.render()[0], add_special_tokens=False, verbose=False)["input_ids"]
+        )
 
     base = count(_Layout([], depth, needle))
     if base > length:
@@ -213,17 +221,26 @@ def build_passkey_prompt(
             f"got length={length}. Use a length of at least {base}."
         )
     sample = sentences[:200]
-    per_sentence = max(1.0, np.mean([len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in sample]))
+    per_sentence = max(
+        1.0, np.mean([len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in sample])
+    )
     hi = int((length - base) / per_sentence * 1.5) + 2
     pool = sentences * (hi // len(sentences) + 1)
     while count(_Layout(pool[:hi], depth, needle)) <= length:  # the estimate was short: grow
         hi *= 2
         pool = sentences * (hi // len(sentences) + 1)
     k = _fit(lambda n: _Layout(pool[:n], depth, needle), count, 0, hi, length)
-    words = pool[k].split(" ") if k < len(pool) else []
-    w = _fit(lambda n: _Layout(pool[:k] + ([" ".join(words[:n])] if n else []), depth, needle), count, 0,
-             max(len(words) - 1, 0), length)
-    layout = _Layout(pool[:k] + ([" ".join(words[:w])] if w else []), depth, needle)
+    layout = _Layout(pool[:k], depth, needle)
+    if length - count(layout) > MAX_GAP and k < len(pool):  # a long sentence left a gap: fill with words
+        words = pool[k].split(" ")
+        w = _fit(
+            lambda n: _Layout(pool[:k] + ([" ".join(words[:n])] if n else []), depth, needle),
+            count,
+            0,
+            max(len(words) - 1, 0),
+            length,
+        )
+        layout = _Layout(pool[:k] + ([" ".join(words[:w])] if w else []), depth, needle)
     text, marks = layout.render()
     ids, (hay, n0, n1, q) = _encode(tokenizer, text, marks)
     ids, shift = bos + ids, len(bos)

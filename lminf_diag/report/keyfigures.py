@@ -147,5 +147,7 @@ def format_table(table: KeyTable) -> str:
     header = ["label", *[c.header for c in table.columns]]
     rows = [[lab, *[fmt(v) for v in table.values[lab]]] for lab in table.labels]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+    ]
     return "\n".join(lines)

@@ -1,0 +1,268 @@
+"""The options the verbs share, defined once, and the helpers that read them.
+
+Stride rule (``--stride auto``, the default): statistics are recorded for every query row when
+the window has at most 4096 tokens, else for every (length // 2048)-th row, so a run keeps
+about 2048 rows whatever its length (16384 tokens -> stride 8). Hidden states use the same stride.
+
+Example:
+    >>> import argparse
+    >>> p = argparse.ArgumentParser()
+    >>> add_analysis_options(p)
+    >>> args = p.parse_args(["--length", "16384", "--mode", "lambda", "--mode", "window"])
+    >>> resolve_stride(args.stride, args.length), modes(args), labels(args)
+    (8, ['lambda', 'window'], ['baseline', 'lambda', 'window'])
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from lminf_diag.attention.spec import MODE_HELP, MODES
+from lminf_diag.data import default_text
+from lminf_diag.models.embedded import DEFAULT_MODEL
+
+DEFAULT_LENGTH = 16384
+AUTO_STRIDE_MAX_FULL = 4096  # up to this many tokens: every row
+AUTO_STRIDE_ROWS = 2048  # beyond: about this many rows
+
+
+def bounded_int(minimum: int, explain: str = "") -> Callable[[str], int]:
+    """An argparse `type` accepting whole numbers >= minimum; the error explains the option.
+
+    >>> bounded_int(1, "the local window")("0")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be >= 1, got 0 (the local window)
+    """
+
+    def parse(text: str) -> int:
+        why = f" ({explain})" if explain else ""
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number >= {minimum}, got {text!r}{why}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}{why}")
+        return value
+
+    return parse
+
+
+def parse_layers(text: str) -> list[int] | None:
+    """``"all"`` -> None (every layer); ``"0,5,10"`` -> [0, 5, 10].
+
+    >>> parse_layers("0, 5,10"), parse_layers("all")
+    ([0, 5, 10], None)
+    """
+    if text.strip().lower() == "all":
+        return None
+    try:
+        layers = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or comma-separated layer indices such as 0,5,10; got {text!r}"
+        ) from None
+    if not layers or layers[0] < 0:
+        raise argparse.ArgumentTypeError(f"layer indices must be >= 0 (0 is the first layer); got {text!r}")
+    return layers
+
+
+def parse_stride(text: str) -> int | str:
+    """``"auto"`` or a whole number >= 1."""
+    return "auto" if text.strip().lower() == "auto" else bounded_int(1, "query-row stride, or 'auto'")(text)
+
+
+def resolve_stride(stride: int | str, length: int) -> int:
+    """The stride `auto` stands for: 1 up to 4096 tokens, else length // 2048.
+
+    >>> resolve_stride("auto", 4096), resolve_stride("auto", 16384), resolve_stride(3, 16384)
+    (1, 8, 3)
+    """
+    if stride != "auto":
+        return int(stride)
+    return 1 if length <= AUTO_STRIDE_MAX_FULL else max(1, length // AUTO_STRIDE_ROWS)
+
+
+def examples_epilog(*lines: str) -> str:
+    """The ``Examples:`` section every --help ends with."""
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def new_parser(subparsers: Any, name: str, summary: str, description: str, examples: list[str]):
+    """A verb's parser with its description and Examples epilog, raw-formatted."""
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=examples_epilog(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--model, --dtype, --device, --trust-remote-code, --train-len."""
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"embedded name, model folder, .gguf file or hub id org/name (default {DEFAULT_MODEL}; see `diag models`)",
+    )
+    g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default float32 on CPU)")
+    g.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    g.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the model folder's own code to run"
+    )
+    g.add_argument(
+        "--train-len",
+        type=bounded_int(1, "the model's training length in tokens"),
+        default=None,
+        help="override the training length read from the model's files",
+    )
+
+
+def add_text_options(p: argparse.ArgumentParser, min_length: int = 2) -> None:
+    """--text, --length, --repeat."""
+    g = p.add_argument_group("text")
+    g.add_argument(
+        "--text",
+        default=default_text(),
+        help=f"bundled book name or path to a text file (default {default_text()}; bundled books: "
+        "see lminf_diag.data.list_books())",
+    )
+    g.add_argument(
+        "--length",
+        type=bounded_int(min_length, "tokens in the window"),
+        default=DEFAULT_LENGTH,
+        help=f"tokens in the window (default {DEFAULT_LENGTH})",
+    )
+    g.add_argument(
+        "--repeat", action="store_true", help="join copies of the text when it is shorter than --length"
+    )
+
+
+def add_patch_options(p: argparse.ArgumentParser) -> None:
+    """--n-global, --n-local, --limit, --mode (repeatable), --baseline-only / --patched-only."""
+    g = p.add_argument_group("LM-Infinite settings")
+    g.add_argument(
+        "--n-global",
+        type=bounded_int(0, "tokens at the start that every query keeps attending to"),
+        default=10,
+        help="global tokens at the start that every query attends to (default 10)",
+    )
+    g.add_argument(
+        "--n-local",
+        type=bounded_int(
+            1,
+            "the local window is how many recent tokens each query attends to; 0 would leave a query "
+            "nothing nearby to attend to; omit it to use the model's training length",
+        ),
+        default=None,
+        help="local window in tokens (default: the training length)",
+    )
+    g.add_argument(
+        "--limit",
+        type=bounded_int(1, "the largest distance the patched model sees"),
+        default=None,
+        help="distance cap in tokens (default: --n-local)",
+    )
+    g.add_argument(
+        "--mode",
+        action="append",
+        choices=MODES,
+        default=None,
+        help="patch mode, repeat for ablations (default lambda): "
+        + "; ".join(f"{m}: {h}" for m, h in MODE_HELP.items()),
+    )
+    only = g.add_mutually_exclusive_group()
+    only.add_argument("--baseline-only", action="store_true", help="run the unpatched model only")
+    only.add_argument("--patched-only", action="store_true", help="run the patched mode(s) only")
+
+
+def add_capture_options(p: argparse.ArgumentParser) -> None:
+    """--layers, --stride."""
+    g = p.add_argument_group("capture")
+    g.add_argument(
+        "--layers", type=parse_layers, default=None, help="layers to record, e.g. 0,5,10 or all (default all)"
+    )
+    g.add_argument(
+        "--stride",
+        type=parse_stride,
+        default="auto",
+        help="record statistics every STRIDE query rows; auto (default) = 1 up to 4096 tokens, "
+        "else length // 2048",
+    )
+
+
+def add_output_options(p: argparse.ArgumentParser, out: bool = True) -> None:
+    """--out, --overwrite (when `out`), --json, --seed."""
+    g = p.add_argument_group("output")
+    if out:
+        g.add_argument(
+            "--out", default=None, help="run folder to write (default runs/<verb>-<model>-<length>)"
+        )
+        g.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    g.add_argument(
+        "--json", action="store_true", help="print a JSON summary on stdout (other text to stderr)"
+    )
+    g.add_argument(
+        "--seed", type=bounded_int(0, "random seed"), default=0, help="seed for torch/numpy (default 0)"
+    )
+
+
+def add_analysis_options(p: argparse.ArgumentParser) -> None:
+    """Everything an analysis verb (entropy, logits, pca, report) takes."""
+    add_model_options(p)
+    add_text_options(p)
+    add_patch_options(p)
+    add_capture_options(p)
+    add_output_options(p)
+
+
+def modes(args: argparse.Namespace) -> list[str]:
+    """The patch modes asked for, in order, without repeats (default ["lambda"])."""
+    return list(dict.fromkeys(getattr(args, "mode", None) or ["lambda"]))
+
+
+def labels(args: argparse.Namespace) -> list[str]:
+    """The runs to do: "baseline" unless --patched-only, then each mode unless --baseline-only."""
+    base = [] if getattr(args, "patched_only", False) else ["baseline"]
+    return base + ([] if getattr(args, "baseline_only", False) else modes(args))
+
+
+def human(args: argparse.Namespace) -> TextIO:
+    """Where human-readable text goes: stderr with --json (stdout is then the JSON), else stdout."""
+    return sys.stderr if getattr(args, "json", False) else sys.stdout
+
+
+def slug(name: str) -> str:
+    """A folder-safe short form of a model name or path.
+
+    >>> slug("HuggingFaceTB/SmolLM2-135M"), slug("/tmp/models/tiny/")
+    ('HuggingFaceTB_SmolLM2-135M', 'tiny')
+    """
+    path = Path(name)
+    base = path.name if path.exists() or name.startswith((".", "/", "~")) else name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("._") or "model"
+
+
+def default_out(verb: str, model: str, length: int) -> Path:
+    """``runs/<verb>-<model>-<length>``."""
+    return Path("runs") / f"{verb}-{slug(model)}-{length}"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's random generators."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

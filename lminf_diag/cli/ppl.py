@@ -1,0 +1,189 @@
+"""``diag ppl``: per-token loss against position over several documents, baseline and patched.
+
+Each document gives its first --length tokens; the model runs once per (run, document), and the
+mean loss per position across documents is plotted with its 10-90% band. Every finished
+(run, document) is kept in the run folder, so the same command resumes, and adding documents
+or modes to a finished run computes only what is new.
+
+Example:
+    >>> from lminf_diag.cli.main import main
+    >>> main(["ppl", "--length", "16384", "--baseline-max-length", "12288"])  # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lminf_diag.cli import options
+from lminf_diag.cli.progress import Progress, timed
+
+VERB = "ppl"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the verb."""
+    from lminf_diag.evaluate.documents import DEFAULT_DOCUMENTS
+
+    p = options.new_parser(
+        subparsers,
+        VERB,
+        "per-token loss vs position over several documents, baseline and patched",
+        "Run the plain model and each --mode of LM-Infinite over the first --length tokens of\n"
+        "every document and plot the mean per-token loss against position, with its spread across\n"
+        "documents. Prints the mean loss within the training length T, over T..2T and 2T..4T.\n"
+        "Writes <out>/ppl.html and <out>/summary.json; repeating the command resumes.",
+        [
+            "diag ppl                                         # 3 bundled books, 16384 tokens, baseline + lambda",
+            "diag ppl --docs carroll-alice my_texts/ --length 32768 --baseline-max-length 16384",
+            "diag ppl --mode lambda --mode window --n-global 100 --out runs/ppl-ablation",
+            "diag ppl --patched-only --json > ppl.json",
+        ],
+    )
+    options.add_model_options(p)
+    g = p.add_argument_group("documents")
+    g.add_argument(
+        "--docs",
+        nargs="+",
+        metavar="DOC",
+        default=list(DEFAULT_DOCUMENTS),
+        help="bundled book names, text files, or folders (every .txt inside) "
+        f"(default: {' '.join(DEFAULT_DOCUMENTS)}); documents shorter than --length are skipped",
+    )
+    g.add_argument(
+        "--length",
+        type=options.bounded_int(2, "tokens per document"),
+        default=options.DEFAULT_LENGTH,
+        help=f"tokens taken from the start of each document (default {options.DEFAULT_LENGTH})",
+    )
+    g.add_argument(
+        "--baseline-max-length",
+        type=options.bounded_int(2, "tokens the unpatched model reads"),
+        default=None,
+        help="run the baseline on the first N tokens only (it is slow and degenerate far past the "
+        "training length); the report and the table say so",
+    )
+    g.add_argument(
+        "--smooth",
+        type=options.bounded_int(1, "moving-average window in tokens"),
+        default=None,
+        help="moving-average window of the curves (default length // 32, at most 256)",
+    )
+    options.add_patch_options(p)
+    options.add_output_options(p)
+    return p
+
+
+def load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, ModelInfo) with --train-len applied; refuses an unknown training length."""
+    from lminf_diag.errors import InvalidArgumentError
+    from lminf_diag.models import load_model, model_info
+
+    with timed("loading model", sys.stderr):
+        options.seed_everything(args.seed)
+        model, tok = load_model(
+            args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+        )
+    info = model_info(model, train_len=args.train_len)
+    if info.train_len is None and args.n_local is None:
+        raise InvalidArgumentError(
+            f"The training length of {args.model} is unknown (no max_position_embeddings or similar in its "
+            "config); pass --train-len N, or --n-local N for the patch window."
+        )
+    return model, tok, info
+
+
+def patch_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The patch settings as the runners take them (and as a run folder records them)."""
+    return {"n_global": args.n_global, "n_local": args.n_local, "limit": args.limit}
+
+
+def meta(
+    verb: str, run: Any, args: argparse.Namespace, info: Any, labels: list[str], t0: float, **extra: Any
+) -> dict[str, Any]:
+    """The report's metadata table: model, runs, patch settings, timings, versions."""
+    return {
+        "command": verb,
+        "model": args.model,
+        "train_len": info.train_len,
+        "labels": labels,
+        "n_global": args.n_global,
+        "n_local": args.n_local or info.train_len,
+        "limit": args.limit or args.n_local or info.train_len,
+        **extra,
+        "settings": run.info.get("args", {}),
+        "run folder": str(run.path),
+        "started": run.info.get("created"),
+        "git": run.info.get("git") or "-",
+        "seconds per step": run.seconds,
+        "seconds for this command": round(time.perf_counter() - t0, 2),
+        "device": args.device or "cpu",
+        "versions": run.info.get("versions", {}),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the verb; returns the exit code."""
+    from lminf_diag.cli.pipeline import write_outputs
+    from lminf_diag.errors import TextTooShortError
+    from lminf_diag.evaluate import perplexity_over_documents, resolve_documents
+    from lminf_diag.runs import RUN_FILE, RunDir
+
+    t0 = time.perf_counter()
+    stream = options.human(args)
+    labels = options.labels(args)
+    resolve_documents(args.docs)  # a wrong name fails before the model loads
+    out = Path(args.out) if args.out else options.default_out(VERB, args.model, args.length)
+    settings = {
+        "task": VERB,
+        "model": args.model,
+        "length": args.length,
+        "dtype": args.dtype,
+        "train_len": args.train_len,
+        "baseline_max_length": args.baseline_max_length,
+        **patch_args(args),
+    }
+    run_dir = RunDir(out, settings, overwrite=args.overwrite)
+    args.resume_hint = f"finished documents are kept in {out} ({RUN_FILE})"
+    model, tok, info = load(args)
+    result = perplexity_over_documents(
+        model,
+        tok,
+        args.docs,
+        args.length,
+        modes=labels,
+        baseline_max_length=args.baseline_max_length,
+        smooth=args.smooth,
+        train_len=info.train_len,
+        run_dir=run_dir,
+        progress=Progress,
+        **patch_args(args),
+    )
+    for note in result.notes:
+        print(note, file=stream)
+    if not result.documents:
+        raise TextTooShortError(
+            f"No document has {args.length} tokens; pass a smaller --length or longer documents."
+        )
+    print(f"documents ({len(result.documents)}): {', '.join(result.documents)}", file=stream)
+    for label, cap in result.capped_at.items():
+        if cap is not None:
+            print(f"{label} stopped at {cap} tokens (--baseline-max-length): no figures past it", file=stream)
+    run_dir.start()
+    info_meta = meta(
+        VERB,
+        run_dir,
+        args,
+        info,
+        labels,
+        t0,
+        documents=result.documents,
+        skipped=result.notes,
+        length=args.length,
+        capped_at=result.capped_at,
+    )
+    return write_outputs(VERB, out, {VERB: result}, info_meta, args)

@@ -1,0 +1,115 @@
+"""Progress lines for long steps, on stderr: step number, elapsed time and an estimate of what is left.
+
+The estimate is the mean time of the steps finished in this run times the steps still to do.
+
+Example:
+    >>> import io
+    >>> out = io.StringIO()
+    >>> p = Progress(2, stream=out, clock=iter([0.0, 40.0, 40.0, 81.0]).__next__)
+    >>> with p.step("baseline: forward over 16384 tokens"):
+    ...     pass
+    >>> with p.step("lambda: forward over 16384 tokens"):
+    ...     pass
+    >>> print(out.getvalue().strip())
+    [1/2] baseline: forward over 16384 tokens ...
+    [1/2] baseline: forward over 16384 tokens ... 40 s, about 40 s left
+    [2/2] lambda: forward over 16384 tokens ... (about 40 s left)
+    [2/2] lambda: forward over 16384 tokens ... 41 s, done
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TextIO
+
+
+def fmt_seconds(seconds: float) -> str:
+    """Short human duration.
+
+    >>> fmt_seconds(4.26), fmt_seconds(41), fmt_seconds(125), fmt_seconds(3725)
+    ('4.3 s', '41 s', '2 min 5 s', '1 h 2 min')
+    """
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+@dataclass
+class StepTiming:
+    """What `Progress.step` yields; `seconds` is filled when the step ends."""
+
+    name: str
+    seconds: float = 0.0
+
+
+class Progress:
+    """Numbered steps with start and end lines; see the module docstring."""
+
+    def __init__(
+        self, total: int, stream: TextIO | None = None, clock: Callable[[], float] = time.perf_counter
+    ):
+        self.total = max(int(total), 0)
+        self.stream = stream
+        self.clock = clock
+        self.index = 0
+        self.durations: list[float] = []
+
+    def _print(self, line: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stderr
+        print(line, file=stream, flush=True)
+
+    def _left(self, remaining: int) -> str | None:
+        if remaining <= 0 or not self.durations:
+            return None
+        return fmt_seconds(sum(self.durations) / len(self.durations) * remaining)
+
+    def skip(self, name: str, why: str = "already done, skipped") -> None:
+        """Count a step that needs no work (e.g. finished in an earlier run)."""
+        self.index += 1
+        self._print(f"[{self.index}/{self.total}] {name}: {why}")
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[StepTiming]:
+        """Time one step, printing a start line and an end line with the estimate of time left."""
+        self.index += 1
+        tag = f"[{self.index}/{self.total}] {name} ..."
+        left = self._left(self.total - self.index + 1)
+        self._print(f"{tag} (about {left} left)" if left else tag)
+        timing = StepTiming(name)
+        start = self.clock()
+        yield timing
+        timing.seconds = self.clock() - start
+        self.durations.append(timing.seconds)
+        left = self._left(self.total - self.index)
+        self._print(f"{tag} {fmt_seconds(timing.seconds)}, " + (f"about {left} left" if left else "done"))
+
+
+@contextmanager
+def timed(name: str, stream: TextIO | None = None, clock: Callable[[], float] = time.perf_counter):
+    """One unnumbered timed step ("analysis ... 3.2 s").
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> with timed("analysis", out, clock=iter([0.0, 3.2]).__next__):
+    ...     pass
+    >>> out.getvalue()
+    'analysis ... 3.2 s\\n'
+    """
+    timing = StepTiming(name)
+    start = clock()
+    yield timing
+    timing.seconds = clock() - start
+    print(
+        f"{name} ... {fmt_seconds(timing.seconds)}",
+        file=stream if stream is not None else sys.stderr,
+        flush=True,
+    )

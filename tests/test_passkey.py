@@ -1,0 +1,330 @@
+"""Passkey retrieval: prompt building, scoring, the runner (stand-in and real tiny models), resume, figures."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from lminf_diag.cli.progress import Progress
+from lminf_diag.errors import InvalidArgumentError
+from lminf_diag.evaluate import (
+    PasskeyResult,
+    PasskeyTrial,
+    build_passkey_prompt,
+    haystack_sentences,
+    passkey_key,
+    run_passkey,
+    score_answer,
+)
+from lminf_diag.evaluate.passkey import FILLER, INSTRUCTION, NEEDLE, QUESTION
+from lminf_diag.evaluate.passkey_figures import train_len_boundary
+from lminf_diag.patch import current_spec
+from lminf_diag.runs import RunDir
+
+from .tiny import tiny_model
+
+DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def small_tokenizer(extra_text: str = "", vocab: int = 128) -> PreTrainedTokenizerFast:
+    """A byte-free BPE (Metaspace, one token per digit) trained in memory; fits the tiny models' 128 ids."""
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<unk>", "<s>"], initial_alphabet=list("0123456789\n.?")
+    )
+    corpus = [FILLER, INSTRUCTION, NEEDLE.format(key=12345), QUESTION, "0123456789", extra_text]
+    backend.train_from_iterator(corpus * 5, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="<s>", unk_token="<unk>"
+    )
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return small_tokenizer()
+
+
+def _n(tok, text: str) -> int:
+    return len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+# ------------------------------------------------------------------ prompts
+
+
+@pytest.mark.parametrize("length", [150, 400, 1000])
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_prompt_length_needle_depth_and_question(tok, length, depth):
+    p = build_passkey_prompt(tok, length, depth, 54321)
+    ids = p.input_ids[0].tolist()
+    assert p.input_ids.shape == (1, p.n_tokens) and p.input_ids.dtype == torch.long
+    assert length - 8 <= p.n_tokens <= length
+    text = tok.decode(ids)
+    assert text.startswith(INSTRUCTION) and text.endswith("\n" + QUESTION)
+    assert text.count("54321") == 2 and p.key == 54321
+    assert tok.decode(ids[p.needle_start :]).startswith(NEEDLE.format(key=54321))
+    assert not tok.decode(ids[: p.needle_start]).endswith("The")  # the needle's first token is its start
+    # the needle sits at a sentence boundary within one sentence of the requested depth
+    sentence = max(_n(tok, s) for s in haystack_sentences("filler")) + 1
+    haystack = p.n_tokens - _n(tok, INSTRUCTION + NEEDLE.format(key=54321) + QUESTION) - 4
+    assert abs(p.actual_depth - depth) <= sentence / haystack + 1e-9
+    before = text[len(INSTRUCTION) + 1 : text.index("The pass key is")].strip()
+    assert before == "" or before.endswith(".")
+    if depth == 0.0:
+        assert p.actual_depth == 0.0 and before == ""
+    if depth == 1.0:
+        assert text.index("54321 is the pass key.") > text.rindex("There and back again")
+
+
+def test_prompt_deterministic_and_bos(tok):
+    a = build_passkey_prompt(tok, 300, 0.5, 11111)
+    b = build_passkey_prompt(tok, 300, 0.5, 11111)
+    assert torch.equal(a.input_ids, b.input_ids) and (a.needle_start, a.actual_depth) == (
+        b.needle_start,
+        b.actual_depth,
+    )
+    bos_tok = small_tokenizer()
+    from tokenizers import processors
+
+    bos_tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", 1)]
+    )
+    c = build_passkey_prompt(bos_tok, 300, 0.5, 11111)
+    assert c.input_ids[0, 0].item() == 1 and c.n_tokens <= 300
+    assert bos_tok.decode(c.input_ids[0, c.needle_start :]).startswith("The pass key is 11111")
+
+
+def test_book_haystack():
+    from lminf_diag.data import load_text
+
+    tok = small_tokenizer(load_text("carroll-alice")[0][:3000])
+    text = "Alice was beginning to get very tired of sitting by her sister on the bank. " * 3
+    p = build_passkey_prompt(tok, 300, 0.5, 22222, haystack="carroll-alice")
+    decoded = tok.decode(p.input_ids[0])
+    assert "Lewis Carroll" in decoded and "grass is green" not in decoded
+    assert 300 - 8 <= p.n_tokens <= 300 and decoded.endswith(QUESTION)
+    q = build_passkey_prompt(tok, 400, 0.25, 22222, haystack=text)  # a literal text, repeated
+    assert 400 - 8 <= q.n_tokens <= 400 and "sister" in tok.decode(q.input_ids[0])
+
+
+def test_prompt_rejects_bad_arguments(tok):
+    with pytest.raises(InvalidArgumentError, match="at least"):
+        build_passkey_prompt(tok, 20, 0.5, 12345)
+    with pytest.raises(InvalidArgumentError, match="depth"):
+        build_passkey_prompt(tok, 300, 1.5, 12345)
+    with pytest.raises(InvalidArgumentError):
+        build_passkey_prompt(tok, 300, 0.5, 12345, haystack="no-such-book")
+
+
+def test_score_answer():
+    assert score_answer("12345.", 12345)
+    assert score_answer(" 12345 is the pass key", 12345)
+    assert not score_answer("The key is 1234 5", 12345)  # first integer is 1234
+    assert score_answer("The key is 1234 5", 1234)
+    assert not score_answer("", 12345) and not score_answer("no digits here", 12345)
+    assert not score_answer("123456", 12345)
+
+
+def test_keys_deterministic_five_digits():
+    keys = [passkey_key(0, n, d, t) for n in (100, 200) for d in DEPTHS for t in range(3)]
+    assert keys == [passkey_key(0, n, d, t) for n in (100, 200) for d in DEPTHS for t in range(3)]
+    assert all(10000 <= k <= 99999 for k in keys) and len(set(keys)) > 25
+    assert passkey_key(1, 100, 0.5, 0) != passkey_key(0, 100, 0.5, 0)
+    assert 100 <= passkey_key(0, 100, 0.5, 0, digits=3) <= 999
+
+
+# ------------------------------------------------------------------ runner
+
+
+def _stand_in(model, tok, copy: bool, seen: list):
+    """A `generate` that answers with the key found in the prompt (copy) or a wrong number."""
+
+    def generate(input_ids, attention_mask=None, generation_config=None, **kwargs):
+        spec = current_spec(model)
+        seen.append(None if spec is None else spec.mode)
+        key = int(re.search(r"pass key is (\d+)", tok.decode(input_ids[0])).group(1))
+        answer = f" {key}. Remember" if copy else f" {(key + 1) % 100000}."
+        new = tok(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        assert generation_config.max_new_tokens == 8 and not generation_config.do_sample
+        return torch.cat([input_ids, new], dim=1)
+
+    return generate
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_runner_scores_stand_in_models(tok, monkeypatch, copy):
+    model, seen = tiny_model("llama"), []
+    monkeypatch.setattr(model, "generate", _stand_in(model, tok, copy, seen))
+    res = run_passkey(model, tok, [150, 250], [0.0, 0.5, 1.0], trials=2, seed=3)
+    assert isinstance(res, PasskeyResult) and res.labels == ["baseline", "lambda"]
+    assert seen == [None] * 12 + ["lambda"] * 12  # baseline unpatched, lambda under the patch
+    assert current_spec(model) is None
+    want = 1.0 if copy else 0.0
+    s = res.summary()
+    for mode in ("baseline", "lambda"):
+        assert s[mode]["accuracy"] == want and s[mode]["accuracy_beyond"] == want
+        assert np.isnan(s[mode]["accuracy_within"]) and s[mode]["n_prompts"] == 12
+        assert np.all(res.accuracy_grid(mode) == want)
+    frame = res.to_frame()
+    assert list(frame.columns)[:7] == ["mode", "length", "depth", "trial", "key", "answer", "correct"]
+    assert len(frame) == 24 and frame["correct"].all() == copy
+    # the same keys for every mode
+    keys = frame.pivot_table(index=["length", "depth", "trial"], columns="mode", values="key")
+    assert (keys["baseline"] == keys["lambda"]).all()
+    assert res.accuracy_by_length().shape == (2, 2)
+
+
+def test_runner_with_real_tiny_model_and_ablation_modes(tok):
+    model = tiny_model("llama")
+    res = run_passkey(model, tok, [120], [0.0, 1.0], modes=("baseline", "lambda", "window"), n_global=4)
+    frame = res.to_frame()
+    assert len(frame) == 6 and frame["answer"].map(lambda a: isinstance(a, str)).all()
+    assert set(frame["correct"]) <= {True, False}
+    assert res.train_len == 32 and all(0.0 <= v["accuracy"] <= 1.0 for v in res.summary().values())
+    assert current_spec(model) is None
+
+
+def test_runner_rejects_bad_arguments(tok):
+    model = tiny_model("llama")
+    for kwargs in ({"modes": ("baseline", "nope")}, {"trials": 0}, {"depths": [2.0]}, {"lengths": [0]}):
+        args = {"lengths": [150], "depths": [0.5], **kwargs}
+        with pytest.raises(InvalidArgumentError):
+            run_passkey(model, tok, **args)
+
+
+@pytest.mark.parametrize("use_rundir", [False, True])
+def test_runner_resumes_from_run_dir(tok, monkeypatch, tmp_path, use_rundir):
+    model, seen = tiny_model("llama"), []
+    monkeypatch.setattr(model, "generate", _stand_in(model, tok, True, seen))
+    out = tmp_path / "run"
+    folder = (lambda: RunDir(out, {"task": "passkey"})) if use_rundir else (lambda: out)
+    first = run_passkey(model, tok, [150, 250], [0.0, 1.0], run_dir=folder())
+    assert len(seen) == 8
+    stream = io.StringIO()
+    again = run_passkey(
+        model, tok, [150, 250], [0.0, 1.0], run_dir=folder(), progress=lambda n: Progress(n, stream=stream)
+    )
+    assert len(seen) == 8  # nothing recomputed
+    assert again.to_frame().equals(first.to_frame())
+    assert (
+        stream.getvalue().count("skipped") == 4
+        and "[4/4] lambda: 2 prompt(s) of 250 tokens" in stream.getvalue()
+    )
+    (out / "passkey" / "lambda_250.json").unlink()  # a lost cell is recomputed, alone
+    if use_rundir:
+        run = RunDir(out, {"task": "passkey"})
+        assert "passkey:lambda_250" in run.done_steps
+    stream = io.StringIO()
+    run_passkey(
+        model, tok, [150, 250], [0.0, 1.0], run_dir=folder(), progress=lambda n: Progress(n, stream=stream)
+    )
+    assert len(seen) == 10 and stream.getvalue().count("skipped") == 3
+    assert stream.getvalue().strip().endswith("done")
+    run_passkey(model, tok, [150, 250], [0.0, 1.0], seed=1, run_dir=folder())  # other keys: recomputed
+    assert len(seen) == 18
+    run_passkey(model, tok, [150, 250], [0.0, 1.0], seed=1, n_global=5, run_dir=folder())
+    assert seen[18:] == ["lambda"] * 4  # the baseline does not depend on the patch settings
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _synthetic_result() -> PasskeyResult:
+    records = [
+        PasskeyTrial(m, n, d, 0, 12345, "12345", m == "lambda" or n <= 128, n, d)
+        for m in ("baseline", "lambda")
+        for n in (64, 128, 256)
+        for d in (0.0, 0.5, 1.0)
+    ]
+    return PasskeyResult(
+        labels=["baseline", "lambda"],
+        train_len=128,
+        records=records,
+        lengths=[64, 128, 256],
+        depths=[0.0, 0.5, 1.0],
+    )
+
+
+def test_summary_and_figures():
+    res = _synthetic_result()
+    s = res.summary()
+    assert s["baseline"] == {
+        "accuracy": 6 / 9,
+        "accuracy_within": 1.0,
+        "accuracy_beyond": 0.0,
+        "n_prompts": 9.0,
+    }
+    assert s["lambda"]["accuracy_beyond"] == 1.0
+    heat, lines = res.figures()
+    assert [t.type for t in heat.data] == ["heatmap", "heatmap"]
+    assert heat.layout.xaxis.title.text == "context length (tokens)"
+    assert heat.layout.yaxis.title.text == "needle depth (fraction)"
+    assert list(heat.layout.xaxis.ticktext) == ["64", "128", "256"]
+    assert heat.data[0].z[2][2] == 0.0 and heat.data[1].z[2][2] == 1.0  # z is (depth, length)
+    lines_x = [sh.x0 for sh in heat.layout.shapes]
+    assert lines_x == [1.5, 1.5]  # between 128 (within) and 256 (beyond), on both maps
+    assert any("training length" in a.text for a in heat.layout.annotations)
+    assert [t.name for t in lines.data] == ["baseline", "lambda"] and lines.layout.shapes[0].x0 == 128
+
+
+def test_train_len_boundary():
+    assert train_len_boundary([64, 128, 256], 100) == 0.5
+    assert train_len_boundary([64, 128], 128) == 1.5
+    assert train_len_boundary([64, 128], 1000) is None
+    assert train_len_boundary([256, 512], 128) == -0.5
+    assert train_len_boundary([64], None) is None
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def save_tiny_model(folder, extra_text: str = "") -> str:
+    """A tiny llama and the small tokenizer saved as a model folder that `load_model` reads."""
+    tiny_model("llama").save_pretrained(folder)
+    small_tokenizer(extra_text).save_pretrained(folder)
+    return str(folder)
+
+
+def test_cli_passkey_writes_report_and_resumes(tmp_path, capsys):
+    import json
+
+    from lminf_diag.cli.main import main
+
+    model = save_tiny_model(tmp_path / "model")
+    out = tmp_path / "run"
+    args = ["passkey", "--model", model, "--lengths", "150,200", "--depths", "0.5", "--out", str(out)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "run       150    200    within T  beyond T" in captured.out
+    assert "[4/4] lambda: 1 prompt(s) of 200 tokens" in captured.err and "left" in captured.err
+    assert (out / "passkey.html").is_file() and (out / "passkey" / "lambda_200.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["sections"]["passkey"]) == {"baseline", "lambda"}
+    assert summary["meta"]["lengths"] == [150, 200] and summary["meta"]["depths"] == [0.5]
+    assert main([*args, "--json"]) == 0  # resumed: nothing recomputed, JSON on stdout
+    captured = capsys.readouterr()
+    assert captured.err.count("saved in the run folder, skipped") == 4
+    payload = json.loads(captured.out)
+    assert payload["summary"]["passkey"]["lambda"]["n_prompts"] == 2.0
+
+
+def test_cli_passkey_help_and_bad_input(capsys):
+    from lminf_diag.cli.main import main
+
+    assert main(["passkey", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "Examples:" in text and "--lengths" in text and "--haystack" in text
+    assert main(["passkey", "--depths", "0,2"]) == 2
+    assert "fractions between 0 and 1" in capsys.readouterr().err
+    assert main(["passkey", "--lengths", "a,b"]) == 2
+    assert main(["passkey", "--haystack", "no-such-book", "--out", "/nonexistent/x"]) == 2
+    assert "Unknown text" in capsys.readouterr().err
