@@ -139,8 +139,12 @@ def test_any_result_with_the_protocol(tmp_path):
 
 
 def test_findings_without_positions_beyond_training_length():
-    lines = findings({"entropy": entropy_growth(make_comparison(n=64, train_len=128))})
+    results = {"entropy": entropy_growth(make_comparison(n=64, train_len=128))}
+    lines = findings(results)
     assert len(lines) == 1 and lines[0].startswith("The window does not reach past the training length")
+    lines = findings(results, {"length": 64, "train_len": 128})
+    assert lines[0].startswith("The window (64 tokens) does not go past the training length (128 tokens)")
+    assert "--length" in lines[0]
 
 
 def test_16k_report_is_small(tmp_path):

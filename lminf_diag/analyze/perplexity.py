@@ -141,7 +141,7 @@ class PerplexityResult(AnalysisResult):
 def _stats(label: str, trace: Trace, train_len: int | None, smooth: int, span: int) -> PerplexityStats:
     nll = np.asarray(trace.nll, dtype=np.float64)  # (N,)
     nll = np.where(np.isfinite(nll), nll, np.nan)
-    pos = np.asarray(trace.positions)
+    pos = np.arange(nll.size)  # nll is per token; trace.positions may be a strided subset
     starts = np.arange(0, nll.size, span)  # (S,)
     finite = np.isfinite(nll)
     sums = np.add.reduceat(np.where(finite, nll, 0.0), starts) if nll.size else np.empty(0)

@@ -67,7 +67,7 @@ class Trace:
     meta: TraceMeta
     layers: np.ndarray  # (L,) int, model layer indices
     heads: np.ndarray  # (H,) int, query-head indices
-    positions: np.ndarray  # (N,) int, query positions 0..N-1
+    positions: np.ndarray  # (N,) int, measured query positions (0..n-1, or every stride-th + profile rows)
     entropy: np.ndarray  # (L, H, N) nats
     max_logit: np.ndarray  # (L, H, N) largest scaled pre-softmax logit of the row
     lse: np.ndarray  # (L, H, N) log-sum-exp of the row
@@ -80,11 +80,11 @@ class Trace:
     hidden_layers: np.ndarray  # (K,) hidden-state indices (0 = embeddings, i = after layer i)
     hidden_positions: np.ndarray  # (M,) positions of the stored hidden states
     hidden: np.ndarray  # (K, M, D) float16
-    nll: np.ndarray  # (N,) per-token negative log-likelihood, nll[0] = NaN
+    nll: np.ndarray  # (n_tokens,) per-token negative log-likelihood, nll[0] = NaN (all tokens, not strided)
 
     @property
     def n_tokens(self) -> int:
-        return int(self.positions.shape[0])
+        return int(self.meta.n_tokens or self.nll.shape[0] or self.positions.shape[0])
 
     @property
     def label(self) -> str:

@@ -62,6 +62,16 @@ def load_session(args: argparse.Namespace) -> Session:
     return Session(model, tok, info, ids, source)
 
 
+def warn_short_window(length: int, train_len: int | None) -> None:
+    """Say on stderr when the window does not go past the training length (nothing to diagnose)."""
+    if train_len and length <= train_len:
+        print(
+            f"warning: the window ({length} tokens) is within the training length ({train_len}); the "
+            f"breakdown only shows past it: use --length above {train_len} (--repeat for a short text).",
+            file=sys.stderr,
+        )
+
+
 def patch_settings(args: argparse.Namespace, mode: str, train_len: int | None) -> dict[str, Any]:
     """The `lm_infinite` keyword arguments of one mode (n_local defaults to the training length)."""
     return {
@@ -147,6 +157,7 @@ def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> dict:
         with timed("loading model and text", sys.stderr):
             session = load_session(args)
         n = session.input_ids.shape[1]
+        warn_short_window(n, session.info.train_len)
         progress = Progress(len(labels))
         for lab in labels:
             if lab in done:

@@ -35,7 +35,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "per-token loss vs position over several documents, baseline and patched",
         "Run the plain model and each --mode of LM-Infinite over the first --length tokens of\n"
         "every document and plot the mean per-token loss against position, with its spread across\n"
-        "documents. Prints the mean loss within the training length T, over T..2T and 2T..4T.\n"
+        "documents. Prints the mean loss within the training length T, over T..2T and 2T..4T\n"
+        "(the last needs --length 4T, e.g. 32768 for smollm2-135m, T = 8192).\n"
         "Writes <out>/ppl.html and <out>/summary.json; repeating the command resumes.",
         [
             "diag ppl                                         # 3 bundled books, 16384 tokens, baseline + lambda",

@@ -29,7 +29,8 @@ from lminf_diag.evaluate.passkey import PasskeyPrompt, build_passkey_prompt, pas
 from lminf_diag.evaluate.passkey_figures import passkey_figures
 
 DESCRIPTION = (
-    "Passkey retrieval: a 5-digit key is hidden at a given depth in filler text of a given length, "
+    "Passkey retrieval: a 5-digit key is hidden at a given depth in irrelevant text (the reference filler "
+    "sentences, or a book) of a given length, "
     "and the model is asked for it (greedy decoding; correct when the first number it writes is the key). "
     "Each cell is the fraction of trials answered correctly; lengths right of the dashed line are beyond "
     "the training length."

@@ -15,9 +15,6 @@ import torch.nn.functional as F
 from ..attention.kernel import attend
 
 
-def _positions(nq: int, nk: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    k_pos = torch.arange(nk, device=device)
-    return k_pos[nk - nq :], k_pos
 
 
 def _mpt_slopes(module, config) -> torch.Tensor:
@@ -38,7 +35,7 @@ def _mpt_forward(router, layer, slopes):
         q, k, v = (t.reshape(b, n, self.n_heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=2))
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx, kwargs=kwargs)
-        q_pos, k_pos = _positions(n, k.shape[2], q.device)
+        q_pos, k_pos = router.positions(self.layer_idx, n, k.shape[2], None, q.device)
         stats = router.recorder.request(layer, n) if router.recorder is not None else None
         out = attend(q, k, v, router.plan_for(self, None), scaling=self.softmax_scale, q_pos=q_pos,
                      k_pos=k_pos, alibi=slopes.to(q.device), stats=stats)
@@ -57,7 +54,7 @@ def _bloom_forward(router, layer, slopes):
         cache = layer_past if layer_past is not None else kwargs.get("cache", kwargs.get("past_key_values"))
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
-        q_pos, k_pos = _positions(n, k.shape[2], q.device)
+        q_pos, k_pos = router.positions(self.layer_idx, n, k.shape[2], None, q.device)
         stats = router.recorder.request(layer, n) if router.recorder is not None else None
         out = attend(q, k, v, router.plan_for(self, None), scaling=self.inv_norm_factor, q_pos=q_pos,
                      k_pos=k_pos, alibi=slopes.to(q.device), stats=stats)

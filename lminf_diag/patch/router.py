@@ -22,6 +22,7 @@ from ..attention.rotary import RotaryOps, ensure_gptj_table, hf_table
 from ..attention.spec import FULL, LambdaSpec, Plan
 from ..errors import InvalidArgumentError
 from ..models.families import family_of
+from .cache import bound_cache, key_positions
 
 IMPL_NAME = "lminf_diag"
 _ROUTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> Router
@@ -40,6 +41,20 @@ class Router:
     recorder: Any = None  # capture recorder with .request(layer, n_q) -> StatsRequest | None
     hooks: list = field(default_factory=list)
     undo: list = field(default_factory=list)  # callables restoring replaced forwards / tables
+    active_cache: Any = None  # the KV cache of the forward call in progress
+
+    def positions(self, layer_idx, n_q: int, n_k: int, position_ids, device):
+        """(q_pos, k_pos) of a call: true positions from a bounded cache, else contiguous keys
+        ending at the last query position (full caches and sliding-window caches alike)."""
+        kp = key_positions(self.active_cache, layer_idx, n_k)
+        if kp is not None:
+            return kp[n_k - n_q :], kp
+        if position_ids is not None and position_ids.shape[-1] == n_q:
+            q_pos = position_ids.reshape(-1, n_q)[0].to(device)
+            end = int(q_pos[-1]) + 1
+            return q_pos, torch.arange(end - n_k, end, device=device)
+        k_pos = torch.arange(n_k, device=device)
+        return k_pos[n_k - n_q :], k_pos
 
     def plan_for(self, module, sliding_window: int | None) -> Plan:
         if sliding_window:  # a layer trained with its own window keeps it
@@ -53,8 +68,8 @@ def lminf_attention(module, query, key, value, attention_mask, scaling=None, dro
     if entry is None:  # a module we did not route (should not happen): stock behaviour
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     router, layer = entry
-    pos = kwargs.get("position_ids")
-    q_pos = pos.reshape(-1, pos.shape[-1])[0] if pos is not None and pos.shape[-1] == query.shape[2] else None
+    q_pos, k_pos = router.positions(getattr(module, "layer_idx", layer), query.shape[2], key.shape[2],
+                                    kwargs.get("position_ids"), query.device)
     plan = router.plan_for(module, kwargs.get("sliding_window"))
     stats = router.recorder.request(layer, query.shape[2]) if router.recorder is not None else None
     out = attend(
@@ -64,7 +79,7 @@ def lminf_attention(module, query, key, value, attention_mask, scaling=None, dro
         plan,
         scaling=module.scaling if scaling is None else scaling,
         q_pos=q_pos,
-        k_pos=kwargs.get("lminf_key_positions"),
+        k_pos=k_pos,
         rope=router.ropes.get(id(module)),
         softcap=kwargs.get("softcap"),
         stats=stats,
@@ -99,7 +114,15 @@ def _attention_modules(model) -> list:
     return sorted(mods, key=lambda m: m.layer_idx)
 
 
-def _check_padding(model, args, kwargs):
+def _before_forward(model, args, kwargs):
+    """Top-level pre-hook: refuse padded batches; bound a fresh KV cache under the patch."""
+    router = _ROUTERS.get(model)
+    if router is not None:
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        router.active_cache = cache
+        spec = router.spec
+        if cache is not None and spec is not None and spec.mode != "cap_only":
+            bound_cache(cache, len(router.layers), spec.n_global if spec.mode != "window" else 0, spec.n_local)
     mask = kwargs.get("attention_mask")
     if mask is not None and mask.dim() == 2 and not bool(mask.all()):
         raise InvalidArgumentError(
@@ -145,7 +168,8 @@ def install(model) -> Router:
         model.set_attn_implementation(IMPL_NAME)
     for i, module in enumerate(router.layers):
         _MODULES[module] = (router, i)
-    router.hooks.append(model.register_forward_pre_hook(_check_padding, with_kwargs=True))
+    router.hooks.append(model.register_forward_pre_hook(_before_forward, with_kwargs=True))
+    router.hooks.append(model.register_forward_hook(lambda *_: setattr(router, "active_cache", None)))
     _ROUTERS[model] = router
     return router
 

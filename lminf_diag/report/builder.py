@@ -87,8 +87,8 @@ def _header(title: str, results: Mapping[str, Any], meta: Mapping[str, Any]) -> 
     )
 
 
-def _findings(results: Mapping[str, Any]) -> str:
-    lines = findings(results) or ["No key figure could be computed for these runs."]
+def _findings(results: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    lines = findings(results, meta) or ["No key figure could be computed for these runs."]
     items = "".join(f"<li>{text(line)}</li>" for line in lines)
     return f'<section id="findings"><h2>Summary of findings</h2><ul class="findings">{items}</ul></section>\n'
 
@@ -138,7 +138,7 @@ def render_report(results: Any, meta: Mapping[str, Any] | None = None, *, title:
         html, n = _section(key, result, n_figs)
         sections.append(html)
         n_figs += n
-    body = [_header(title or DEFAULT_TITLE, items, meta), _findings(items), _key_figures(items)]
+    body = [_header(title or DEFAULT_TITLE, items, meta), _findings(items, meta), _key_figures(items)]
     body += sections + [_metadata(meta)]
     return page.head(title or DEFAULT_TITLE, n_figs, plotly_js()) + "".join(body) + page.foot()
 

@@ -109,13 +109,13 @@ def _positions(result: Any, s: dict, base: str | None, others: list[str]) -> str
     if ref is None or not _ok(s[ref].get("probe_r2")):
         return None
     r2, d = s[ref]["probe_r2"], s[ref].get("first_token_distance")
-    text = (
-        f"A linear probe reads the token position off {display_name(ref)}'s hidden states with R² = {r2:.2f}"
-    )
-    if _ok(d):
-        text += f", and the first tokens sit {d:.1f} spreads away from the rest"
-    implicit = " (implicit absolute position, with no position embeddings)" if r2 > 0.5 else ""
-    return text + implicit + "."
+    first = f"; the first tokens sit {d:.1f} spreads away from the rest" if _ok(d) else ""
+    if r2 >= 0.5:
+        return (
+            f"A linear probe reads the token position off {display_name(ref)}'s hidden states (R² = {r2:.2f}): "
+            f"implicit absolute position, although the model has no position embeddings{first}."
+        )
+    return f"A linear probe reads little of the token position off {display_name(ref)}'s hidden states (R² = {r2:.2f}){first}."
 
 
 def _perplexity(result: Any, s: dict, base: str | None, others: list[str]) -> str | None:
@@ -147,12 +147,28 @@ _WRITERS: dict[str, Callable[..., str | None]] = {
 ORDER = ("perplexity", "logits", "entropy", "positions")  # the outcome first, then the paper's factors
 
 
-def findings(results: Mapping[str, Any]) -> list[str]:
+def _short_window(results: Mapping[str, Any], meta: Mapping[str, Any]) -> str | None:
+    length = meta.get("length")
+    tl = meta.get("train_len") or next(
+        (r.train_len for r in results.values() if getattr(r, "train_len", None)), None
+    )
+    if isinstance(length, int) and isinstance(tl, int) and 0 < length <= tl:
+        return (
+            f"The window ({length} tokens) does not go past the training length ({tl} tokens), so nothing here "
+            "shows the breakdown, and LM-Infinite with its default window changes nothing; run with a length "
+            f"above {tl} (--length, with --repeat for a short text)."
+        )
+    return None
+
+
+def findings(results: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> list[str]:
     """Plain-word sentences for the results whose kind is known (others contribute none).
 
-    Sentences follow ORDER: the loss first, then logits, entropy and positions.
+    Sentences follow ORDER: the loss first, then logits, entropy and positions. With `meta`
+    holding "length" (and "train_len"), a window within the training length is pointed out first.
     """
-    out = []
+    note = _short_window(results, meta or {})
+    out = [note] if note else []
     for result in sorted(results.values(), key=lambda r: _rank(kind_of(safe_summary(r)))):
         s = safe_summary(result)
         kind = kind_of(s)
