@@ -11,13 +11,21 @@ Example:
 
 __version__ = "0.1.0"
 
-from . import analyze  # noqa: E402
 from .capture.compare import compare, run_trace  # noqa: E402
 from .capture.comparison import Comparison  # noqa: E402
 from .capture.recorder import capture  # noqa: E402
 from .capture.trace import Trace, TraceMeta  # noqa: E402
 from .models import load_model, model_info  # noqa: E402
 from .patch import current_spec, lm_infinite, patch, unpatch  # noqa: E402
+
+
+def __getattr__(name):  # the analyzers pull in scikit-learn and scipy: import them on first use
+    if name == "analyze":
+        import importlib
+
+        return importlib.import_module(".analyze", __name__)
+    raise AttributeError(f"module 'lminf_diag' has no attribute {name!r}")
+
 
 __all__ = [
     "analyze",

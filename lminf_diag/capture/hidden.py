@@ -30,21 +30,24 @@ class HiddenHooks:
         (2, len(positions), hidden_size)
     """
 
-    def __init__(self, model, indices, positions: np.ndarray):
+    def __init__(self, model, indices, positions: np.ndarray | None = None, stride: int = 1):
         self.layers = decoder_layers(model)
         n = len(self.layers)
         bad = [i for i in indices if not 0 <= int(i) <= n]
         if bad:
             raise InvalidArgumentError(f"hidden_layers {bad} out of range: this model has hidden states 0..{n}.")
         self.indices = [int(i) for i in indices]
-        self.positions = np.asarray(positions, dtype=np.int64)
+        self.stride = stride
+        self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
         self.states: np.ndarray | None = None
         self._handles: list = []
 
     def _store(self, slot: int, tensor: torch.Tensor) -> None:
         h = tensor[0] if tensor.dim() == 3 else tensor  # (N, D), batch size 1
         if self.states is None:
-            self.positions = self.positions[self.positions < h.shape[0]]
+            n = h.shape[0]
+            self.positions = np.arange(0, n, self.stride) if self.positions is None else self.positions
+            self.positions = self.positions[self.positions < n]
             self.states = np.zeros((len(self.indices), len(self.positions), h.shape[-1]), dtype=np.float16)
         pos = torch.as_tensor(self.positions[self.positions < h.shape[0]], device=h.device)
         self.states[slot, : len(pos)] = h[pos].detach().float().cpu().numpy().astype(np.float16)

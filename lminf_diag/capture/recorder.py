@@ -140,7 +140,7 @@ class Recorder:
             profile_dist=self.grid,
             logit_profile=prof,
             hidden_layers=np.asarray(hid.indices if hid else [], dtype=np.int64),
-            hidden_positions=hid.positions if hid else np.zeros(0, np.int64),
+            hidden_positions=hid.positions if hid and hid.positions is not None else np.zeros(0, np.int64),
             hidden=hidden,
             nll=np.full(self.n, np.nan, dtype=np.float32),
         )
@@ -170,8 +170,8 @@ def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: 
     router.recorder = rec
     try:
         if cfg.hidden_layers:
-            limit = hidden_positions or (1 << 30)
-            rec.hidden = HiddenHooks(model, cfg.hidden_layers, np.arange(0, limit, hidden_stride))
+            pos = None if hidden_positions is None else np.arange(0, hidden_positions, hidden_stride)
+            rec.hidden = HiddenHooks(model, cfg.hidden_layers, pos, stride=hidden_stride)
             with rec.hidden:
                 yield rec
         else:

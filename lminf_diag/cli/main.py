@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own progress lines say what is happening
         return int(modules[args.verb].run(args) or 0)
     except DiagError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -18,7 +18,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,44 +82,16 @@ def patch_settings(args: argparse.Namespace, mode: str, train_len: int | None) -
 
 
 def capture_trace(session: Session, args: argparse.Namespace, label: str, stride: int):
-    """One forward pass of `label` ("baseline" or a mode) recording everything the analyzers use.
-
-    Mirrors `lminf_diag.capture.compare.run_trace`, except that the hidden positions are bounded
-    by the window length (run_trace leaves `capture(hidden_positions=None)`, which allocates
-    ``arange(0, 2**30, stride)``: gigabytes and seconds per pass).
-    """
-    from lminf_diag.capture.compare import _check_finite, default_hidden_layers
-    from lminf_diag.capture.nll import token_nll
-    from lminf_diag.capture.recorder import capture
-    from lminf_diag.models import model_name
-    from lminf_diag.patch import lm_infinite
+    """One forward pass of `label` ("baseline" or a mode) recording everything the analyzers use."""
+    from lminf_diag.capture.compare import default_hidden_layers, run_trace
 
     info, model = session.info, session.model
     ids = session.input_ids.to(next(model.parameters()).device)
     patch = None if label == "baseline" else patch_settings(args, label, info.train_len)
-    t0 = time.perf_counter()
-    with (
-        lm_infinite(model, **patch) if patch else nullcontext(),
-        capture(
-            model,
-            layers=args.layers,
-            hidden_layers=default_hidden_layers(info.n_layers),
-            stride=stride,
-            hidden_stride=stride,
-            hidden_positions=int(ids.shape[1]),
-        ) as rec,
-    ):
-        nll = token_nll(model, ids)
-    trace = rec.trace
-    trace.nll = nll
-    trace.meta.label = label
-    trace.meta.model = model_name(model)
-    trace.meta.text_source = session.text_source
-    trace.meta.train_len = int(info.train_len or 0)
-    trace.meta.extra.update(
-        {"seconds": round(time.perf_counter() - t0, 2), "stride": stride, "seed": args.seed}
-    )
-    _check_finite(trace)
+    trace = run_trace(model, ids, label=label, patch=patch, layers=args.layers,
+                      hidden_layers=default_hidden_layers(info.n_layers), stride=stride,
+                      hidden_stride=stride, text_source=session.text_source)
+    trace.meta.extra.update({"stride": stride, "seed": args.seed})
     return trace
 
 

@@ -15,8 +15,6 @@ import torch.nn.functional as F
 from ..attention.kernel import attend
 
 
-
-
 def _mpt_slopes(module, config) -> torch.Tensor:
     from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
 
