@@ -62,7 +62,8 @@ def attend(
         out = attend(q, k, v, plan, scaling=scaling, q_pos=q_pos, k_pos=k_pos, rope=rope, alibi=alibi,
                      softcap=softcap)
         sel = stats.rows.to(dev)
-        explicit_attend(q[:, :, sel], k, v, plan, scaling, q_pos[sel], k_pos, rope, alibi, softcap, stats)
+        explicit_attend(q[:, :, sel], k, v, plan, scaling, q_pos[sel], k_pos, rope, alibi, softcap, stats,
+                        need_output=False)
         return out
     simple = stats is None and alibi is None and softcap is None
     if simple and fused_supported(q, nq, nk, q_pos, k_pos):
@@ -79,8 +80,9 @@ def _far_keys(plan: Plan, k_pos: torch.Tensor) -> int:
     return int(torch.searchsorted(k_pos, plan.n_global))
 
 
-def explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, stats):
-    """Block-by-block fp32 attention; see `attend` for the arguments."""
+def explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, stats, need_output=True):
+    """Block-by-block fp32 attention; see `attend` for the arguments. With need_output=False
+    only the statistics are computed (the output stays uninitialised)."""
     B, H, nq, D = q.shape
     hkv, dv = k.shape[1], v.shape[-1]
     g = H // hkv
@@ -122,9 +124,10 @@ def explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, 
         s = s.masked_fill(~ok, float("-inf"))  # (B, Hkv, g, nb, K)
         lse = torch.logsumexp(s, -1)
         p = torch.exp(s - lse[..., None])
-        vv = torch.cat(parts_v, -2) if len(parts_v) > 1 else parts_v[0]
-        o = p @ vv  # (B, Hkv, g, nb, Dv)
-        out[:, a:b] = o.reshape(B, H, b - a, dv).transpose(1, 2).to(v.dtype)
+        if need_output:
+            vv = torch.cat(parts_v, -2) if len(parts_v) > 1 else parts_v[0]
+            o = p @ vv  # (B, Hkv, g, nb, Dv)
+            out[:, a:b] = o.reshape(B, H, b - a, dv).transpose(1, 2).to(v.dtype)
         if stats is not None:
             dist = torch.cat(parts_d, -1) if fe else d_loc
             keys = torch.cat([k_pos[:fe], k_pos[first:last]]) if fe else k_pos[first:last]

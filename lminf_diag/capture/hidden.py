@@ -46,7 +46,8 @@ class HiddenHooks:
         h = tensor[0] if tensor.dim() == 3 else tensor  # (N, D), batch size 1
         if self.states is None:
             n = h.shape[0]
-            self.positions = np.arange(0, n, self.stride) if self.positions is None else self.positions
+            if self.positions is None:  # the first 64 positions, then every stride-th
+                self.positions = np.union1d(np.arange(min(n, 64)), np.arange(0, n, self.stride))
             self.positions = self.positions[self.positions < n]
             self.states = np.zeros((len(self.indices), len(self.positions), h.shape[-1]), dtype=np.float16)
         pos = torch.as_tensor(self.positions[self.positions < h.shape[0]], device=h.device)

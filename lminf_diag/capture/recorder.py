@@ -77,6 +77,8 @@ class Recorder:
         self.n = n
         self.rows_profile = sorted({r for r in (cfg.profile_rows or default_profile_rows(n)) if 0 <= r < n})
         pos = set(range(0, n, cfg.stride)) | set(self.rows_profile) | {n - 1}
+        if cfg.stride > 1:  # log-spaced rows too, so fits against ln n see short contexts
+            pos |= set(np.unique(np.geomspace(1, n, 64).astype(np.int64) - 1).tolist())
         self.positions = np.asarray(sorted(pos), dtype=np.int64)
         self.edges = log_edges(n)
         self.grid = profile_grid(n)

@@ -1,8 +1,9 @@
 """The options the verbs share, defined once, and the helpers that read them.
 
 Stride rule (``--stride auto``, the default): statistics are recorded for every query row when
-the window has at most 4096 tokens, else for every (length // 2048)-th row, so a run keeps
-about 2048 rows whatever its length (16384 tokens -> stride 8). Hidden states use the same stride.
+the window has at most 1024 tokens, else for every (length // 256)-th row plus 64 log-spaced
+rows, so a run keeps about 320 rows whatever its length (16384 tokens -> stride 64). Hidden
+states keep the first 64 positions and every stride-th one.
 
 Example:
     >>> import argparse
@@ -27,8 +28,8 @@ from lminf_diag.data import default_text
 from lminf_diag.models.embedded import DEFAULT_MODEL
 
 DEFAULT_LENGTH = 16384
-AUTO_STRIDE_MAX_FULL = 4096  # up to this many tokens: every row
-AUTO_STRIDE_ROWS = 2048  # beyond: about this many rows
+AUTO_STRIDE_MAX_FULL = 1024  # up to this many tokens: every row
+AUTO_STRIDE_ROWS = 256  # beyond: about this many evenly spaced rows (plus log-spaced ones)
 
 
 def bounded_int(minimum: int, explain: str = "") -> Callable[[str], int]:
@@ -79,10 +80,10 @@ def parse_stride(text: str) -> int | str:
 
 
 def resolve_stride(stride: int | str, length: int) -> int:
-    """The stride `auto` stands for: 1 up to 4096 tokens, else length // 2048.
+    """The stride `auto` stands for: 1 up to 1024 tokens, else length // 256.
 
-    >>> resolve_stride("auto", 4096), resolve_stride("auto", 16384), resolve_stride(3, 16384)
-    (1, 8, 3)
+    >>> resolve_stride("auto", 1024), resolve_stride("auto", 16384), resolve_stride(3, 16384)
+    (1, 64, 3)
     """
     if stride != "auto":
         return int(stride)
