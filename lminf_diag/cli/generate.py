@@ -89,26 +89,26 @@ def prompt_ids(args: argparse.Namespace, tokenizer: Any) -> Any:
 
 
 def generate_one(model: Any, tokenizer: Any, ids: Any, k: int, patch: dict | None, label: str) -> Generation:
-    """Greedy generation of up to k tokens, under the patch when `patch` is given."""
-    import torch
+    """Greedy generation of up to k tokens (timed step by step), under the patch when given."""
+    from lminf_diag.evaluate.decoding import decode
 
-    from lminf_diag.patch import lm_infinite
+    t0 = time.perf_counter()
+    run = decode(model, ids, k, patch=patch, label=label)
+    seconds = time.perf_counter() - t0
+    eos = tokenizer.eos_token_id
+    toks = run.tokens[: run.tokens.index(eos) + 1] if eos in run.tokens else run.tokens
+    gen = Generation(label, tokenizer.decode(toks, skip_special_tokens=True), len(toks), seconds)
+    gen.run = run
+    return gen
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ctx = lm_infinite(model, **patch) if patch else nullcontext()
-    ids = ids.to(next(model.parameters()).device)
-    with ctx, torch.no_grad():
-        t0 = time.perf_counter()
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=k,
-            do_sample=False,
-            pad_token_id=pad if pad is not None else 0,
-        )
-        seconds = time.perf_counter() - t0
-    new = out[0, ids.shape[1] :]
-    return Generation(label, tokenizer.decode(new, skip_special_tokens=True), int(new.shape[0]), seconds)
+
+def growth_rows(run, every: int) -> list[str]:
+    """'context  ms/token  KV MB' lines every `every` steps: how cost and memory grow."""
+    lines = []
+    for i in range(0, len(run.context), every):
+        lines.append(f"  context {int(run.context[i]):>7}  {run.step_seconds[i] * 1000:8.1f} ms/token  "
+                     f"KV cache {run.cache_mb[i]:8.1f} MB")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,9 +142,13 @@ def run(args: argparse.Namespace) -> int:
             file=stream,
         )
         print(g.text, file=stream)
-    rows = [["label", "new tokens", "seconds", "tokens/s"]]
-    rows += [[g.label, str(g.new_tokens), f"{g.seconds:.2f}", f"{g.tokens_per_s:.2f}"] for g in results]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        print(f"prefill of {g.run.prefill_tokens} tokens: {g.run.prefill_seconds:.2f} s", file=stream)
+        for line in growth_rows(g.run, max(1, len(g.run.context) // 4)):
+            print(line, file=stream)
+    rows = [["label", "new tokens", "seconds", "tokens/s", "decode ms/token", "KV MB"]]
+    rows += [[g.label, str(g.new_tokens), f"{g.seconds:.2f}", f"{g.tokens_per_s:.2f}",
+              f"{g.run.ms_per_token:.1f}", f"{g.run.cache_mb[-1]:.1f}"] for g in results]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print("", file=stream)
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=stream)
@@ -153,7 +157,11 @@ def run(args: argparse.Namespace) -> int:
             "model": args.model,
             "prompt_tokens": int(ids.shape[1]),
             "train_len": info.train_len,
-            "runs": {g.label: {**asdict(g), "tokens_per_s": g.tokens_per_s} for g in results},
+            "runs": {
+                g.label: {**asdict(g), "tokens_per_s": g.tokens_per_s, "decode_ms_per_token": g.run.ms_per_token,
+                          "kv_cache_mb": float(g.run.cache_mb[-1]), "prefill_seconds": g.run.prefill_seconds}
+                for g in results
+            },
         }
         print(json.dumps(payload, indent=2))
     return 0
