@@ -83,9 +83,12 @@ def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tens
         torch.arange(rows - 1, device=q.device)[None, :] < qq, float("-inf")
     )  # key offset m visible to row qq when m >= qq
     n_far = 0 if plan.n_global == 0 else (n - w if plan.n_global is None else min(plan.n_global, n - w))
+    capped = n_far and plan.cap and rope is not None
     k_far = k[:, :, :n_far].float()
-    if n_far and plan.cap and rope is not None:
-        k_far = rope.move(k[:, :, :n_far], q_pos[:n_far], 0)
+    if capped:
+        # q_cap . k_raw with q_cap = R(limit) q_raw equals q_raw . R(-limit) k_raw: move the few
+        # far keys to position -limit once, and only undo each query block's own rotation
+        k_far = rope.move(k[:, :, :n_far], q_pos[:n_far], -plan.limit)
     k_far = k_far.reshape(B, hkv, 1, n_far, D)
     v_far = v[:, :, None, :n_far].float()
     for a in range(w, n, rows):
@@ -102,7 +105,7 @@ def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tens
             parts.append((o_t, lse_t))
         fe = min(n_far, b - w)
         if fe > 0:
-            qf = rope.move(qb, q_pos[a:b], plan.limit) if plan.cap and rope is not None else qb.float()
+            qf = rope.move(qb, q_pos[a:b], 0) if capped else qb.float()
             s = (qf.reshape(B, hkv, g, nb, D) @ k_far[..., :fe, :].transpose(-1, -2)).reshape(B, H, nb, fe)
             i = torch.arange(a, b, device=q.device)[:, None]
             s = (s * scaling).masked_fill(i - torch.arange(fe, device=q.device)[None, :] < w, float("-inf"))

@@ -88,6 +88,10 @@ def hf_table(rotary_module: torch.nn.Module, layer_type: str | None = None, gptj
     takes_layer_type = "layer_type" in inspect.signature(rotary_module.forward).parameters
 
     def table(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        neg = pos < 0  # a rotation by -p is the rotation by p with the sine negated
+        if bool(neg.any()):
+            cos, sin = table(pos.abs())
+            return cos, torch.where(neg[:, None], -sin, sin)
         buf = next(iter(rotary_module.buffers()), None)
         device = buf.device if buf is not None else pos.device
         if gptj:

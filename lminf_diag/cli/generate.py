@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     with timed("loading model and text"):
         options.seed_everything(args.seed)
         model, tok = load_model(
-            args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+            args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+            allow_pickle=args.allow_pickle,
         )
         info = model_info(model, train_len=args.train_len)
         ids = prompt_ids(args, tok)

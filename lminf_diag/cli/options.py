@@ -107,7 +107,7 @@ def new_parser(subparsers: Any, name: str, summary: str, description: str, examp
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --dtype, --device, --trust-remote-code, --train-len."""
+    """--model, --dtype, --device, --trust-remote-code, --allow-pickle, --train-len."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
@@ -118,6 +118,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     g.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model folder's own code to run"
+    )
+    g.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load weights stored only as pickles (.bin/.pt; they can run code when loaded)",
     )
     g.add_argument(
         "--train-len",

@@ -49,7 +49,8 @@ def load_session(args: argparse.Namespace) -> Session:
     text, source = load_text(args.text)
     options.seed_everything(args.seed)
     model, tok = load_model(
-        args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+        args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
     )
     info = model_info(model, train_len=args.train_len)
     if info.train_len is None and getattr(args, "n_local", None) is None:

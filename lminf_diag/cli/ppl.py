@@ -87,7 +87,8 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     with timed("loading model", sys.stderr):
         options.seed_everything(args.seed)
         model, tok = load_model(
-            args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+            args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+            allow_pickle=args.allow_pickle,
         )
     info = model_info(model, train_len=args.train_len)
     if info.train_len is None and args.n_local is None:

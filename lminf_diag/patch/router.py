@@ -26,7 +26,9 @@ from .cache import bound_cache, key_positions
 
 IMPL_NAME = "lminf_diag"
 _ROUTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> Router
-_MODULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # attention module -> (Router, layer)
+# attention module -> (weakref to its Router, layer); weak both ways, or the value would keep its
+# own key (the module, through router.layers) alive after a patched model is dropped
+_MODULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -65,9 +67,10 @@ class Router:
 def lminf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """AttentionInterface entry point: (B, H, N, D) in, ((B, N, H, Dv), None) out."""
     entry = _MODULES.get(module)
-    if entry is None:  # a module we did not route (should not happen): stock behaviour
+    router = entry[0]() if entry is not None else None
+    if router is None:  # a module we did not route (should not happen): stock behaviour
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    router, layer = entry
+    layer = entry[1]
     q_pos, k_pos = router.positions(getattr(module, "layer_idx", layer), query.shape[2], key.shape[2],
                                     kwargs.get("position_ids"), query.device)
     plan = router.plan_for(module, kwargs.get("sliding_window"))
@@ -167,7 +170,7 @@ def install(model) -> Router:
             router.undo.append(lambda: setattr(rotary, "embed_positions", original))
         model.set_attn_implementation(IMPL_NAME)
     for i, module in enumerate(router.layers):
-        _MODULES[module] = (router, i)
+        _MODULES[module] = (weakref.ref(router), i)
     router.hooks.append(model.register_forward_pre_hook(_before_forward, with_kwargs=True))
     router.hooks.append(model.register_forward_hook(lambda *_: setattr(router, "active_cache", None)))
     _ROUTERS[model] = router

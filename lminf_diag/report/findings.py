@@ -1,7 +1,8 @@
 """The summary of findings in plain words, generated from the key figures.
 
-One sentence per known result kind (entropy, logits, positions, perplexity), comparing the
-baseline with each patched run; numbers that are undefined (NaN) are left out of the text.
+One sentence per known result kind (entropy, logits, positions, perplexity; passkey retrieval,
+loss over documents, decoding), comparing the baseline with each patched run; numbers that are
+undefined (NaN) are left out of the text, and counts and token lengths read as integers.
 
 Example:
     >>> from tests.synthetic import make_comparison
@@ -132,6 +133,164 @@ def _perplexity(result: Any, s: dict, base: str | None, others: list[str]) -> st
     return text + (" vs " + ", ".join(parts) if parts else "") + tail + "."
 
 
+def _bare(label: str) -> str:
+    """A label as it reads at the head of a list item: "baseline", "LM-Infinite", ..."""
+    name = display_name(label)
+    return name[4:] if name.startswith("the ") else name
+
+
+def _int(value: float) -> int:
+    return int(round(value))
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.0f}%"
+
+
+def _short(value: float) -> str:
+    """A measurement with about three significant digits and no exponent: 1234, 12.3, 1.23, 0.016."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 1:
+        return f"{value:.3g}"
+    return f"{value:.2g}"
+
+
+def _a(number: str) -> str:
+    """The indefinite article before a number as read aloud: "an 8.25", "an 11", "a 12", "a 110".
+
+    >>> [_a(n) for n in ("8.25", "11", "18000", "12", "110", "0.5")]
+    ['an', 'an', 'an', 'a', 'a', 'a']
+    """
+    whole = number.split(".")[0].lstrip("-")
+    eleven = len(whole) % 3 == 2 and whole[:2] in ("11", "18")
+    return "an" if number.startswith("8") or eleven else "a"
+
+
+def _passkey_counts(result: Any, label: str, beyond: bool) -> tuple[int, int] | None:
+    """(correct, prompts) of `label` beyond (or within) the training length, from the result's records."""
+    try:
+        frame = result.to_frame()
+    except Exception:  # a result without records: percentages only
+        return None
+    if not {"mode", "length", "correct"} <= set(getattr(frame, "columns", ())):
+        return None
+    rows = frame[frame["mode"] == label]
+    tl = getattr(result, "train_len", None)
+    if tl is None:
+        part = rows if not beyond else rows.iloc[:0]
+    else:
+        part = rows[(rows["length"] > tl) if beyond else (rows["length"] <= tl)]
+    return int(part["correct"].astype(bool).sum()), len(part)
+
+
+def _passkey(result: Any, s: dict, base: str | None, others: list[str]) -> str | None:
+    labels = [lab for lab in [base, *others] if lab is not None]
+    beyond = any(_ok(s[lab].get("accuracy_beyond")) for lab in labels)
+    key = "accuracy_beyond" if beyond else "accuracy_within"
+    parts = []
+    for lab in labels:
+        acc = s[lab].get(key)
+        if not _ok(acc):
+            continue
+        counts = _passkey_counts(result, lab, beyond)
+        if counts is None and not _ok(s[lab].get("accuracy_within" if beyond else "accuracy_beyond")):
+            n = s[lab].get("n_prompts")  # every prompt is on this side of the training length
+            counts = (_int(acc * n), _int(n)) if _ok(n) else None
+        correct = " correct" if not parts else ""
+        if counts and counts[1]:
+            parts.append(f"{_bare(lab)} {counts[0]}/{counts[1]}{correct} ({_pct(acc)})")
+        else:
+            parts.append(f"{_bare(lab)} {_pct(acc)}{correct}")
+    if not parts:
+        return None
+    where = "beyond" if beyond else "within"
+    text = f"Passkey retrieval {where} the training length{_train(result)}: " + ", ".join(parts)
+    if beyond:
+        within = [
+            f"{_bare(lab)} {_pct(s[lab]['accuracy_within'])}"
+            for lab in labels
+            if _ok(s[lab].get("accuracy_within"))
+        ]
+        text += f" (within it: {', '.join(within)})" if within else ""
+    else:
+        text += "; no prompt went past the training length"
+    return text + "."
+
+
+def _documents(result: Any, s: dict, base: str | None, others: list[str]) -> str | None:
+    labels = [lab for lab in [base, *others] if lab is not None]
+    n = next((s[lab]["n_documents"] for lab in labels if _ok(s[lab].get("n_documents"))), None)
+    if not labels or n is None or n < 1:
+        return None
+    docs = f"Over {_int(n)} document{'s' if _int(n) != 1 else ''}"
+    past = any(_ok(s[lab].get("nll_1_2x")) for lab in labels)
+    key = "nll_1_2x" if past else "nll_within"
+    where = "at 1-2x the training length" if past else "within the training length"
+    parts, missing = [], []
+    for lab in labels:
+        v, cap = s[lab].get(key), s[lab].get("capped_at")
+        capped = f" (capped at {_int(cap)} tokens)" if _ok(cap) else ""
+        if not _ok(v):
+            if _ok(cap):
+                missing.append(f"{display_name(lab)} was capped at {_int(cap)} tokens, before that range")
+            continue
+        if not parts:
+            parts.append(f"{_bare(lab)} {v:.2f} nats{capped}")
+        else:
+            parts.append(f"{v:.2f} with {display_name(lab)}{capped}")
+    if not parts:
+        return None
+    text = f"{docs}, mean loss {where}{_train(result)}: {parts[0]}"
+    text += (" vs " + ", ".join(parts[1:])) if len(parts) > 1 else ""
+    far = [f"{_bare(lab)} {s[lab]['nll_2_4x']:.2f}" for lab in labels if _ok(s[lab].get("nll_2_4x"))]
+    if past and far:
+        text += f"; at 2-4x: {', '.join(far)}"
+    if missing:
+        text += "; " + "; ".join(missing)
+    return text + "."
+
+
+def _decoding(result: Any, s: dict, base: str | None, others: list[str]) -> str | None:
+    def ok(lab: str) -> bool:
+        return _ok(s[lab].get("ms_per_token"), s[lab].get("cache_mb"))
+
+    patched = [lab for lab in others if ok(lab)]
+    plain = base if base is not None and ok(base) else None
+    shown = ([plain] if plain else []) + patched
+    contexts = [s[lab]["context"] for lab in shown if _ok(s[lab].get("context"))]
+    if not shown:
+        return None
+    ctx = max(contexts) if contexts else None
+
+    def at(lab: str) -> str:  # a label measured at another context says so
+        c = s[lab].get("context")
+        return f" (at {_int(c)} tokens)" if ctx is not None and _ok(c) and _int(c) != _int(ctx) else ""
+
+    def ms(lab: str) -> str:
+        return _short(s[lab]["ms_per_token"])
+
+    def mb(lab: str) -> str:
+        return _short(s[lab]["cache_mb"])
+
+    head = f"At {_int(ctx)} tokens of context, " if ctx is not None else "While decoding, "
+    runs = [
+        f"{display_name(lab)} decodes in {ms(lab)} ms/token with {_a(mb(lab))} {mb(lab)} MB cache{at(lab)}"
+        for lab in patched
+    ]
+    if runs and plain:
+        return (
+            head
+            + "; ".join(runs)
+            + f" vs {ms(plain)} ms/token and {mb(plain)} MB for the plain model{at(plain)}."
+        )
+    if runs:
+        return head + "; ".join(runs) + "."
+    return (
+        head + f"the plain model decodes in {ms(plain)} ms/token with {_a(mb(plain))} {mb(plain)} MB cache."
+    )
+
+
 def _rank(kind: str | None) -> int:
     return ORDER.index(kind) if kind in ORDER else len(ORDER)
 
@@ -141,10 +300,13 @@ _WRITERS: dict[str, Callable[..., str | None]] = {
     "entropy": _entropy,
     "positions": _positions,
     "perplexity": _perplexity,
+    "passkey": _passkey,
+    "documents": _documents,
+    "decoding": _decoding,
 }
 
-
-ORDER = ("perplexity", "logits", "entropy", "positions")  # the outcome first, then the paper's factors
+# the outcomes first (loss, then the downstream evaluations), then the paper's factors, then cost
+ORDER = ("perplexity", "documents", "passkey", "logits", "entropy", "positions", "decoding")
 
 
 def _short_window(results: Mapping[str, Any], meta: Mapping[str, Any]) -> str | None:
@@ -164,7 +326,8 @@ def _short_window(results: Mapping[str, Any], meta: Mapping[str, Any]) -> str | 
 def findings(results: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> list[str]:
     """Plain-word sentences for the results whose kind is known (others contribute none).
 
-    Sentences follow ORDER: the loss first, then logits, entropy and positions. With `meta`
+    Sentences follow ORDER: the loss first, loss over documents and passkey retrieval, then
+    logits, entropy and positions, decoding cost last. With `meta`
     holding "length" (and "train_len"), a window within the training length is pointed out first.
     """
     note = _short_window(results, meta or {})

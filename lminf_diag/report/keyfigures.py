@@ -2,6 +2,9 @@
 
 A result's kind is told from its `summary()` keys, so results of other analyzers work too:
 known kinds show chosen figures with units, any other result its first few summary keys.
+Known kinds: the four analyzers (entropy, logits, positions, perplexity) and the evaluations
+(passkey retrieval, loss over documents, decoding speed and cache memory). Counts, token
+lengths and other whole numbers (`INTEGER_KEYS`) are kept as ints, so they print as integers.
 
 Example:
     >>> from tests.synthetic import make_comparison
@@ -14,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +54,35 @@ KINDS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("nll_beyond", "NLL >T", "nats per token"),
         ],
     ),
+    "passkey": (
+        "accuracy_beyond",
+        [
+            ("accuracy_within", "passkey ≤T", "fraction correct"),
+            ("accuracy_beyond", "passkey >T", "fraction correct"),
+            ("n_prompts", "passkey prompts", "prompts"),
+        ],
+    ),
+    "documents": (
+        "nll_1_2x",
+        [
+            ("nll_within", "docs NLL ≤T", "nats per token"),
+            ("nll_1_2x", "docs NLL 1-2T", "nats per token"),
+            ("nll_2_4x", "docs NLL 2-4T", "nats per token"),
+            ("capped_at", "docs capped at", "tokens (n/a: full length)"),
+            ("n_documents", "documents", "documents"),
+        ],
+    ),
+    "decoding": (
+        "ms_per_token",
+        [
+            ("context", "decode context", "tokens"),
+            ("ms_per_token", "decode latency", "ms per token"),
+            ("cache_mb", "KV cache", "MB"),
+        ],
+    ),
 }
+# summary keys of the known kinds that hold whole numbers (counts, token lengths)
+INTEGER_KEYS = frozenset({"n_prompts", "n_documents", "capped_at", "context"})
 
 
 @dataclass(frozen=True)
@@ -61,17 +93,18 @@ class Column:
     key: str
     header: str
     unit: str = ""
+    integer: bool = False  # whole numbers: values are kept as ints (NaN where missing)
 
 
 @dataclass
 class KeyTable:
-    """labels x columns of floats (NaN where a label lacks the figure)."""
+    """labels x columns of floats (NaN where a label lacks the figure; ints in integer columns)."""
 
     columns: list[Column] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
-    values: dict[str, list[float]] = field(default_factory=dict)
+    values: dict[str, list[float | int]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, dict[str, float]]:
+    def to_dict(self) -> dict[str, dict[str, float | int]]:
         """{label: {"<section>.<key>": value}}."""
         return {
             lab: {f"{c.section}.{c.key}": v for c, v in zip(self.columns, vals, strict=True)}
@@ -84,6 +117,8 @@ def kind_of(summary: Mapping[str, Mapping[str, float]]) -> str | None:
 
     >>> kind_of({"baseline": {"nll_within": 2.0, "nll_beyond": 3.0}})
     'perplexity'
+    >>> kind_of({"lambda": {"context": 4096.0, "ms_per_token": 9.5, "cache_mb": 12.0}})
+    'decoding'
     """
     keys = {k for figures in summary.values() for k in figures}
     return next((kind for kind, (marker, _) in KINDS.items() if marker in keys), None)
@@ -110,25 +145,38 @@ def key_table(results: Mapping[str, Any]) -> KeyTable:
     for name, summary in summaries.items():
         kind = kind_of(summary)
         if kind is not None:
-            specs = KINDS[kind][1]
+            columns = [
+                Column(name, key, header, unit, key in INTEGER_KEYS) for key, header, unit in KINDS[kind][1]
+            ]
         else:
             keys = list(dict.fromkeys(k for figures in summary.values() for k in figures))[:OTHER_KEYS]
-            specs = [(k, f"{name}: {k}", "") for k in keys]
-        table.columns += [Column(name, key, header, unit) for key, header, unit in specs]
+            columns = [Column(name, k, f"{name}: {k}") for k in keys]
+        table.columns += columns
         for lab in summary:
             if lab not in table.labels:
                 table.labels.append(lab)
     for lab in table.labels:
-        table.values[lab] = [summaries[c.section].get(lab, {}).get(c.key, math.nan) for c in table.columns]
+        table.values[lab] = [
+            _cell(summaries[c.section].get(lab, {}).get(c.key, math.nan), c.integer) for c in table.columns
+        ]
     return table
 
 
-def fmt(value: float) -> str:
-    """A key figure as short text: 3 decimals, "n/a" for NaN.
+def _cell(value: float, integer: bool) -> float | int:
+    """`value` as an int in an integer column (when finite and whole), else unchanged."""
+    if integer and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return value
 
-    >>> fmt(0.31234), fmt(float("nan")), fmt(12345.6)
-    ('0.312', 'n/a', '1.23e+04')
+
+def fmt(value: float | int | None) -> str:
+    """A key figure as short text: ints as integers, floats with 3 decimals, "n/a" for NaN.
+
+    >>> fmt(0.31234), fmt(float("nan")), fmt(12345.6), fmt(1024)
+    ('0.312', 'n/a', '1.23e+04', '1024')
     """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
     if value is None or not math.isfinite(value):
         return "n/a"
     return f"{value:.3f}" if abs(value) < 1000 else f"{value:.3g}"
