@@ -172,3 +172,30 @@ def test_batch_without_padding_and_padded_batch_error():
         mask[0, :5] = 0
         with pytest.raises(InvalidArgumentError, match="padded batches are not supported"):
             model(ids, attention_mask=mask)
+
+
+@torch.no_grad()
+def test_patch_works_on_an_accelerate_dispatched_model(tmp_path):
+    """A model loaded with device_map (accelerate hooks on every module) patches like any other."""
+    import transformers as tf
+
+    from lminf_diag.models.loader import load_model
+
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path)
+    tok = tf.PreTrainedTokenizerFast(
+        tokenizer_object=__import__("tokenizers").Tokenizer(
+            __import__("tokenizers").models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]")
+        )
+    )
+    tok.save_pretrained(tmp_path)
+    dispatched, _ = load_model(str(tmp_path), device_map={"model.embed_tokens": "cpu", "model.layers": "cpu",
+                                                          "model.norm": "cpu", "model.rotary_emb": "cpu",
+                                                          "lm_head": "cpu"})
+    ids = _ids()
+    with lm_infinite(model, n_global=N_GLOBAL, n_local=N_LOCAL):
+        want = model(ids).logits
+    with lm_infinite(dispatched, n_global=N_GLOBAL, n_local=N_LOCAL):
+        got = dispatched(ids).logits
+    assert (got - want).abs().max().item() <= 1e-5
+    assert dispatched.config._attn_implementation == "sdpa"

@@ -362,11 +362,13 @@ def run_with_extras(args: argparse.Namespace) -> int:
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     traces = capture_all(args, run, options.human(args))
     with timed("analysis", sys.stderr):
-        results = analyze(traces)
+        results = analyze(traces, train_len=args.train_len)
     extra, extra_meta = extra_sections(args, run)
     results.update(extra)
     run.start()
     meta = run_meta(run, traces, command=VERB, device=args.device or "cpu", **extra_meta)
+    if args.train_len:  # the traces record the model's own training length
+        meta["train_len"] = args.train_len
     meta["seconds for this command"] = round(time.perf_counter() - t0, 2)
     return write_outputs(VERB, out, results, meta, args)
 
@@ -387,4 +389,4 @@ def run(args: argparse.Namespace) -> int:
         return run_with_extras(args)
     from lminf_diag.cli.pipeline import run_analysis
 
-    return run_analysis(args, VERB, analyze)
+    return run_analysis(args, VERB, lambda traces: analyze(traces, train_len=args.train_len))
