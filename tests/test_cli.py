@@ -242,7 +242,7 @@ def test_interrupt_says_how_to_resume(capsys, monkeypatch, tmp_path):
 
 
 def test_stride_rule():
-    assert [options.resolve_stride("auto", n) for n in (96, 4096, 4097 * 2, 16384, 65536)] == [1, 1, 4, 8, 32]
+    assert [options.resolve_stride("auto", n) for n in (96, 1024, 4096, 16384, 65536)] == [1, 1, 16, 64, 256]
     assert options.resolve_stride(3, 16384) == 3
 
 

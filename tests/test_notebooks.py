@@ -4,12 +4,15 @@ Each notebook's cell tagged "parameters" is replaced by SMALL before execution: 
 window, and a fake training length of 128 tokens (with n_local = 128), so that the patch and the
 analyzers are exercised "past the training length" in seconds rather than at 16k tokens. The
 kernel is "python3" started by jupyter_client with this interpreter (its argv "python" is
-replaced by sys.executable), working directory notebooks/.
+replaced by sys.executable), working directory notebooks/. The kernel gets OMP_NUM_THREADS=1
+unless the environment sets it: on a busy 2-core machine two torch threads per process fight over
+the cores and the same notebook runs several times slower.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import time
 from pathlib import Path
 
@@ -65,8 +68,9 @@ def test_notebook_executes_at_small_length(name):
         allow_errors=True,
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     t0 = time.perf_counter()
-    client.execute()
+    client.execute(env=env)
     print(f"{name}: executed in {time.perf_counter() - t0:.1f} s")
 
     errors = [

@@ -38,11 +38,12 @@ def _check_finite(trace: Trace) -> None:
 
 def run_trace(model, input_ids: torch.Tensor, *, label: str = "baseline", patch: dict | None = None,
               layers=None, heads=None, hidden_layers=(), stride: int = 1, hidden_stride: int = 1,
-              text_source: str = "", check_finite: bool = True) -> Trace:
-    """One forward pass (baseline when `patch` is None) recording statistics, hidden states and NLL."""
-    info = model_info(model)
+              text_source: str = "", check_finite: bool = True, train_len: int | None = None) -> Trace:
+    """One forward pass (baseline when `patch` is None) recording statistics, hidden states and NLL.
+    `train_len` overrides the model's training length recorded in the trace."""
+    info = model_info(model, train_len=train_len)
     t0 = time.perf_counter()
-    ctx = lm_infinite(model, **patch) if patch else _null()
+    ctx = lm_infinite(model, **patch, train_len=info.train_len) if patch else _null()
     with ctx, capture(model, layers=layers, heads=heads, hidden_layers=hidden_layers, stride=stride,
                       hidden_stride=hidden_stride) as rec:
         nll = token_nll(model, input_ids)

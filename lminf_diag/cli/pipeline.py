@@ -91,7 +91,7 @@ def capture_trace(session: Session, args: argparse.Namespace, label: str, stride
     patch = None if label == "baseline" else patch_settings(args, label, info.train_len)
     trace = run_trace(model, ids, label=label, patch=patch, layers=args.layers,
                       hidden_layers=default_hidden_layers(info.n_layers), stride=stride,
-                      hidden_stride=stride, text_source=session.text_source)
+                      hidden_stride=stride, text_source=session.text_source, train_len=info.train_len)
     trace.meta.extra.update({"stride": stride, "seed": args.seed})
     return trace
 
