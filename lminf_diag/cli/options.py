@@ -11,7 +11,7 @@ Example:
     >>> add_analysis_options(p)
     >>> args = p.parse_args(["--length", "16384", "--mode", "lambda", "--mode", "window"])
     >>> resolve_stride(args.stride, args.length), modes(args), labels(args)
-    (8, ['lambda', 'window'], ['baseline', 'lambda', 'window'])
+    (64, ['lambda', 'window'], ['baseline', 'lambda', 'window'])
 """
 
 from __future__ import annotations
