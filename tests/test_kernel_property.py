@@ -197,8 +197,9 @@ def check(case: Case) -> None:
     want_stats = case.path.startswith("stats")
     rows = None
     if case.path == "stats_rows":
-        rows = torch.unique(torch.cat((torch.randint(0, nq, (max(1, nq // 3),), generator=gen),
-                                       torch.tensor([nq - 1]))))
+        rows = torch.unique(
+            torch.cat((torch.randint(0, nq, (max(1, nq // 3),), generator=gen), torch.tensor([nq - 1])))
+        )
     got: dict[str, np.ndarray] = {}
     edges = log_edges(case.n)
 
@@ -206,19 +207,27 @@ def check(case: Case) -> None:
         for name in ("entropy", "max_logit", "lse", "sink_mass", "dist_mass"):
             arr = res[name].double()
             n_rows = nq if rows is None else rows.shape[0]
-            buf = got.setdefault(name, torch.full((B, H, n_rows, *arr.shape[3:]), float("nan"),
-                                                  dtype=torch.float64))
+            buf = got.setdefault(
+                name, torch.full((B, H, n_rows, *arr.shape[3:]), float("nan"), dtype=torch.float64)
+            )
             buf[:, :, sl] = arr
 
-    stats = StatsRequest(sink=sink, sink_tokens=SINK_TOKENS, dist_edges=edges, rows=rows) if want_stats else None
+    stats = (
+        StatsRequest(sink=sink, sink_tokens=SINK_TOKENS, dist_edges=edges, rows=rows) if want_stats else None
+    )
     explicit_positions = case.path.startswith("cache") or case.n == 1
     out = attend(
-        q_in, k_in, v_in, plan_of(case), scaling=scaling,
+        q_in,
+        k_in,
+        v_in,
+        plan_of(case),
+        scaling=scaling,
         q_pos=q_pos if explicit_positions else None,
         k_pos=k_pos if explicit_positions else None,
         rope=rope,
         alibi=None if slopes is None else slopes.float(),
-        softcap=case.softcap, stats=stats,
+        softcap=case.softcap,
+        stats=stats,
     )
     ref, s, p = reference(case, q_raw, k_raw, v_in, q_pos, k_pos, inv_freq, slopes, scaling)
 
@@ -273,10 +282,24 @@ def _edge_cases() -> list[Case]:
     n_local = 5
     for n, mode, path in itertools.product((1, n_local, n_local + 1), MODES, ("prefill", "stats", "cache")):
         for n_global in (0, n, n + 2):
-            out.append(Case(kv_heads=2, group=2, n=n, n_local=n_local, n_global=n_global, limit=n_local,
-                            mode=mode, path=path, n_q=max(1, n - 2), seed=n * 7 + n_global))
+            out.append(
+                Case(
+                    kv_heads=2,
+                    group=2,
+                    n=n,
+                    n_local=n_local,
+                    n_global=n_global,
+                    limit=n_local,
+                    mode=mode,
+                    path=path,
+                    n_q=max(1, n - 2),
+                    seed=n * 7 + n_global,
+                )
+            )
     out += [replace(c, positions="alibi", limit=2) for c in out[::7]]
-    out += [replace(c, dtype="bfloat16") for c in out[::11]] + [replace(c, dtype="float16") for c in out[::13]]
+    out += [replace(c, dtype="bfloat16") for c in out[::11]] + [
+        replace(c, dtype="float16") for c in out[::13]
+    ]
     return out
 
 
@@ -298,6 +321,18 @@ def test_block_boundaries_and_long_windows(monkeypatch):
     monkeypatch.setattr(fused, "ROWS", 3)
     monkeypatch.setattr(kernel, "BLOCK_ELEMENTS", 64)
     for mode, path, n_local in itertools.product(MODES, ("prefill", "stats", "cache_sparse"), (2, 3, 4, 7)):
-        check(Case(kv_heads=1, group=2, n=23, n_local=n_local, n_global=3, limit=n_local - 1 or 1,
-                   mode=mode, path=path, n_q=9, seed=n_local))
+        check(
+            Case(
+                kv_heads=1,
+                group=2,
+                n=23,
+                n_local=n_local,
+                n_global=3,
+                limit=n_local - 1 or 1,
+                mode=mode,
+                path=path,
+                n_q=9,
+                seed=n_local,
+            )
+        )
         COUNT["edge"] += 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import gc
 import json
-import os
 import re
 import signal
 import subprocess
@@ -93,8 +92,12 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(capsys, tiny_folder
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     argv = ["entropy", "--model", tiny_folder, "--length", "256", *SETTINGS]
     log_out, log_err = (tmp_path / "out.txt").open("w"), (tmp_path / "err.txt").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "lminf_diag.cli.main", *argv, "--out", str(killed)],
-                            cwd=ROOT, stdout=log_out, stderr=log_err)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lminf_diag.cli.main", *argv, "--out", str(killed)],
+        cwd=ROOT,
+        stdout=log_out,
+        stderr=log_err,
+    )
     steps: list = []
     try:
         deadline = time.monotonic() + 300
@@ -106,7 +109,8 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(capsys, tiny_folder
             if steps:
                 break
             time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)  # as a crash or an OOM kill would: no cleanup at all
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -157,8 +161,12 @@ def _hooks(model) -> int:
 
 
 def _state(model):
-    return (_hooks(model), model.config._attn_implementation, router_of(model) is None,
-            sum("forward" in m.__dict__ for m in model.modules()))
+    return (
+        _hooks(model),
+        model.config._attn_implementation,
+        router_of(model) is None,
+        sum("forward" in m.__dict__ for m in model.modules()),
+    )
 
 
 def test_inf_in_one_layer_raises_naming_layer_and_position():
@@ -218,8 +226,9 @@ def test_fp16_overflow_raises_not_nan(capsys, tmp_path, tiny_folder):
     model.save_pretrained(folder)
     _tokenizer().save_pretrained(folder)
     out = tmp_path / "o"
-    code, _, err = run_cli(capsys, "entropy", "--model", folder, "--dtype", "float16", "--length", "64",
-                           *SETTINGS, "--out", out)
+    code, _, err = run_cli(
+        capsys, "entropy", "--model", folder, "--dtype", "float16", "--length", "64", *SETTINGS, "--out", out
+    )
     assert code == 2 and re.search(r"error: NaN/inf in the attention of layer 1 at position 0", err), err
     assert "Traceback" not in err
     assert not (out / "summary.json").exists()  # no report or summary made of NaN
