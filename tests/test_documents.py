@@ -232,7 +232,7 @@ def test_cli_ppl(tmp_path, folder, texts, capsys):
     captured = capsys.readouterr()
     assert re.search(r"short\.txt: \d+ tokens, shorter than the requested 48; skipped", captured.out)
     assert "documents (2): carroll-alice, shakespeare-hamlet" in captured.out
-    assert "baseline stopped at 40 tokens" in captured.out and "ppl: nll_1_2x" in captured.out
+    assert "baseline stopped at 40 tokens" in captured.out and "docs NLL 1-2T" in captured.out
     assert "[4/4] lambda: shakespeare-hamlet, forward over 48 tokens" in captured.err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sections"]["ppl"]["baseline"]["capped_at"] == 40.0
