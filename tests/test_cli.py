@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 import re
 
@@ -21,22 +20,9 @@ TINY = ["--length", "96", "--n-local", "32", "--n-global", "2", "--train-len", "
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """tiny_model("llama") saved with a WordLevel tokenizer of the 127 commonest words of the default book."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tests.tiny import save_tiny_llama_folder
 
-    from lminf_diag.data import default_text, load_text
-    from tests.tiny import tiny_model
-
-    text, _ = load_text(default_text())
-    vocab = {"[UNK]": 0}
-    for word, _ in collections.Counter(re.findall(r"\w+|[^\w\s]", text)).most_common(127):
-        vocab[word] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    tiny_model("llama").save_pretrained(folder)
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_llama_folder(tmp_path_factory.mktemp("tiny") / "tiny-llama"))
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -3,7 +3,6 @@ the findings and the key figures (synthetic results), and ``diag report`` runnin
 
 from __future__ import annotations
 
-import collections
 import html
 import json
 import re
@@ -182,23 +181,12 @@ def test_findings_edge_cases():
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    """tiny_model("llama") saved with a WordLevel tokenizer of the commonest words of the default book."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
+    """tiny_model("llama") saved with a WordLevel tokenizer, plus a small document beside it."""
     from lminf_diag.data import default_text, load_text
-    from tests.tiny import tiny_model
+    from tests.tiny import save_tiny_llama_folder
 
-    text, _ = load_text(default_text())
-    vocab = {"[UNK]": 0}
-    for word, _ in collections.Counter(re.findall(r"\w+|[^\w\s]", text)).most_common(127):
-        vocab[word] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    tiny_model("llama").save_pretrained(folder)
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
-    (folder.parent / "doc.txt").write_text(text[:3000])
+    folder = save_tiny_llama_folder(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+    (folder.parent / "doc.txt").write_text(load_text(default_text())[0][:3000])
     return folder
 
 

@@ -71,3 +71,25 @@ def extend_gptj_table(model, n: int = 256) -> None:
     inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64) / dim))
     ang = torch.arange(n, dtype=torch.int64).float()[:, None] * inv
     rot.embed_positions = torch.cat((torch.sin(ang), torch.cos(ang)), dim=1)
+
+
+def save_tiny_llama_folder(folder):
+    """tiny_model("llama") saved with a WordLevel tokenizer of the 127 commonest words of the default
+    book, so the CLI can load it like any model folder. Returns the folder (a Path)."""
+    import collections
+    import re
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from lminf_diag.data import default_text, load_text
+
+    text, _ = load_text(default_text())
+    vocab = {"[UNK]": 0}
+    for word, _ in collections.Counter(re.findall(r"\w+|[^\w\s]", text)).most_common(127):
+        vocab[word] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tiny_model("llama").save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
+    return folder
