@@ -4,6 +4,12 @@ It does not call the project's kernel: it undoes the model's rotation with its o
 formula, builds the full score matrix at the true distances and at the capped distance, picks per
 (query, key) pair which one applies, and takes a float64 softmax. Registered as the attention
 implementation "lminf_test_reference".
+
+Optional top-k middle tokens (`configure(..., top_k=K, top_k_from=L, top_k_distance=T)`): in
+layers with index >= L, the last query row of each forward also gets, per query head, the K
+highest of its "middle" scores (keys beyond the window that are not far keys), each scored with
+the raw query rotated to position T against the raw key (position 0) -- or with bias -slope * T
+for ALiBi -- and those scores replace the masked ones before the softmax.
 """
 
 from __future__ import annotations
@@ -67,6 +73,18 @@ def reference_attention(module, query, key, value, attention_mask, scaling=None,
     if cap:
         s = torch.tanh(s / cap) * cap
     s = s.masked_fill(~(local | far), float("-inf"))
+    if not sw and mode not in (None, "cap_only") and STATE.get("top_k") and module.layer_idx >= STATE["top_k_from"]:
+        inv_freq, rd, inter = STATE["rope"](module)
+        s_mid = s_true[..., -1:, :]
+        if inv_freq is not None:
+            q_raw = _rot(q[..., -1:, :], qpos[-1:], inv_freq, rd, inter, inverse=True)
+            k_raw = _rot(k, kpos, inv_freq, rd, inter, inverse=True)
+            s_mid = _rot(q_raw, torch.tensor([STATE["top_k_distance"]]), inv_freq, rd, inter) @ k_raw.transpose(-1, -2)
+        s_mid = s_mid * scale
+        if cap:
+            s_mid = torch.tanh(s_mid / cap) * cap
+        middle = (d[-1:] >= STATE["n_local"]) & ~far[-1:]
+        s[..., -1:, :] = top_k_last_row(s[..., -1:, :], s_mid, middle, STATE["top_k"])
     p = torch.softmax(s, -1)
     if STATE.get("record") is not None:
         STATE["record"].append((s[0], p[0]))  # (H, N, N) float64 scores and probabilities, batch 1
@@ -76,13 +94,32 @@ def reference_attention(module, query, key, value, attention_mask, scaling=None,
 AttentionInterface.register("lminf_test_reference", reference_attention)
 
 
-def configure(mode=None, n_local=None, n_global=None, limit=None, rope=None, record=None):
+def top_k_last_row(s_last, s_mid, middle, top_k):
+    """s_last (..., 1, N) masked scores of the last row; s_mid (..., 1, N) its scores at the top-k
+    distance; middle (1, N) bool. Returns s_last with, per head, the top_k best middle scores put in."""
+    out = s_last.clone()
+    idx = torch.nonzero(middle[0]).flatten()
+    if idx.numel() == 0:
+        return out
+    flat_mid, flat_out = s_mid.reshape(-1, s_mid.shape[-1]), out.reshape(-1, out.shape[-1])
+    for row in range(flat_mid.shape[0]):  # one row per (batch, head)
+        cand = flat_mid[row, idx]
+        best = idx[torch.argsort(cand, descending=True)[:top_k]]
+        flat_out[row, best] = flat_mid[row, best]
+    return flat_out.reshape(out.shape)
+
+
+def configure(mode=None, n_local=None, n_global=None, limit=None, rope=None, record=None, top_k=0, top_k_from=0,
+              top_k_distance=None):
     STATE.clear()
-    STATE.update(mode=mode, n_local=n_local, n_global=n_global, limit=limit, rope=rope, record=record)
+    STATE.update(mode=mode, n_local=n_local, n_global=n_global, limit=limit, rope=rope, record=record, top_k=top_k,
+                 top_k_from=top_k_from, top_k_distance=top_k_distance)
 
 
-def alibi_reference(q, k, v, slopes, scale, mode, n_local, n_global, limit):
-    """Dense float64 ALiBi reference: q,k,v (B,H,N,D), slopes (H,). Returns (B,N,H,D)."""
+def alibi_reference(q, k, v, slopes, scale, mode, n_local, n_global, limit, top_k=0, top_k_distance=None):
+    """Dense float64 ALiBi reference: q,k,v (B,H,N,D), slopes (H,). Returns (B,N,H,D).
+
+    top_k > 0: the last row also gets its top_k best middle keys per head, at distance top_k_distance."""
     q, k, v = q.double(), k.double(), v.double()
     N = q.shape[2]
     pos = torch.arange(N)
@@ -99,4 +136,8 @@ def alibi_reference(q, k, v, slopes, scale, mode, n_local, n_global, limit):
             dist = torch.where(far, torch.full_like(dist, float(limit)), dist)
     s = q @ k.transpose(-1, -2) * scale - slopes.double()[None, :, None, None] * dist
     s = s.masked_fill(~(local | far), float("-inf"))
+    if top_k and mode not in (None, "cap_only"):
+        s_mid = q[..., -1:, :] @ k.transpose(-1, -2) * scale - slopes.double()[None, :, None, None] * top_k_distance
+        middle = (d[-1:] >= n_local) & ~far[-1:]
+        s[..., -1:, :] = top_k_last_row(s[..., -1:, :], s_mid, middle, top_k)
     return (torch.softmax(s, -1) @ v).transpose(1, 2)

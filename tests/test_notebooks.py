@@ -2,7 +2,8 @@
 
 Each notebook's cell tagged "parameters" is replaced by SMALL before execution: a 384-token
 window, and a fake training length of 128 tokens (with n_local = 128), so that the patch and the
-analyzers are exercised "past the training length" in seconds rather than at 16k tokens. The
+analyzers are exercised "past the training length" in seconds rather than at 16k tokens. The lab
+notebook (04) gets LAB_SMALL instead: two lab models at 4x their training length. The
 kernel is "python3" started by jupyter_client with this interpreter (its argv "python" is
 replaced by sys.executable), working directory notebooks/. The kernel gets OMP_NUM_THREADS=1
 unless the environment sets it: on a busy 2-core machine two torch threads per process fight over
@@ -23,9 +24,14 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = ["01_quickstart.ipynb", "02_three_factors.ipynb", "03_ablations.ipynb"]
+NOTEBOOKS = ["01_quickstart.ipynb", "02_three_factors.ipynb", "03_ablations.ipynb", "04_schemes.ipynb"]
 DEFAULTS = {"LENGTH": 16384, "N_LOCAL": None, "N_GLOBAL": 10, "STRIDE": None, "TRAIN_LEN": None}
 SMALL = "LENGTH = 384\nN_LOCAL = 128\nN_GLOBAL = 4\nSTRIDE = None\nTRAIN_LEN = 128\n"
+# the lab notebook's own parameters: all four lab models at 8x/32x/128x T, then two at 4x T
+LAB_DEFAULTS = {"MODELS": ["lab-rope", "lab-alibi", "lab-partial", "lab-nope"], "MULTIPLES": [8, 32, 128],
+                "FLUENCY_MULTIPLE": 256, "TOLERANCE": 0.1}
+LAB_SMALL = 'MODELS = ["lab-rope", "lab-nope"]\nMULTIPLES = [4]\nFLUENCY_MULTIPLE = 8\nTOLERANCE = 0.1\n'
+PARAMS = {name: (DEFAULTS, SMALL) for name in NOTEBOOKS} | {"04_schemes.ipynb": (LAB_DEFAULTS, LAB_SMALL)}
 CELL_TIMEOUT_S = 600
 FIGURE_MIMES = ("application/vnd.plotly.v1+json", "text/html")
 
@@ -53,14 +59,14 @@ def test_notebook_is_stripped_and_parameterised(name):
     for node in ast.parse(_parameters_cell(nb).source).body:
         assert isinstance(node, ast.Assign), "the parameters cell should hold plain assignments only"
         params[node.targets[0].id] = ast.literal_eval(node.value)
-    assert params == DEFAULTS
+    assert params == PARAMS[name][0]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes_at_small_length(name):
     """Execute with the SMALL parameters: no cell errors, every `.show()` cell displays a figure."""
     nb = _read(name)
-    _parameters_cell(nb).source = SMALL
+    _parameters_cell(nb).source = PARAMS[name][1]
     client = nbclient.NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,

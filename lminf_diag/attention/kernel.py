@@ -1,23 +1,34 @@
 """The one attention kernel: causal, Λ-shaped or windowed attention with an optional distance cap.
 
 It serves both the LM-Infinite patch and the statistics capture, so baseline and patched runs go
-through the same code and produce the same kinds of results. Two paths compute the same function:
+through the same code and produce the same kinds of results. Three paths compute the same function:
 
 * fused (`fused.py`): for prefill without statistics, the local band runs through the backend's
   fused attention (which returns the log-sum-exp) and the few far keys are merged in exactly;
+* decode (`decode.py`): one query row without statistics: the window as one fused piece, the
+  far keys merged in exactly;
 * explicit (here): block by block over query rows, fp32 scores for the keys a row can see
-  (window + far keys), softmax in fp32, optional statistics. Used for decoding, cached chunks,
-  ALiBi, logit soft-capping and whenever statistics are requested.
+  (window + far keys), softmax in fp32, optional statistics. Used for cached chunks, ALiBi,
+  logit soft-capping and whenever statistics are requested.
 
 Memory is O(rows_per_block x (n_local + n_global)) per head; nothing n x n is ever allocated
 except for plain causal attention with `Plan.is_full`, where the block is rows x keys.
+
+With `Plan.top_k > 0` (the "top-k middle tokens" variant) the last query row is recomputed by
+`middle.py` with its best middle keys; every other row is exactly what the plan without top_k
+gives. Statistics are not available for that variant.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from ..errors import InvalidArgumentError
+from .decode import decode_attend, decode_supported
 from .fused import fused_attend, fused_supported
+from .middle import has_middle, last_row_with_middle
 from .rotary import RotaryOps
 from .spec import Plan
 from .stats import StatsRequest, reduce_block
@@ -56,7 +67,26 @@ def attend(
         q_pos = k_pos[nk - nq :]
     q_pos, k_pos = q_pos.to(dev, torch.int64), k_pos.to(dev, torch.int64)
     if plan.cap and rope is None and alibi is None:
-        plan = Plan(plan.n_local, plan.n_global, False, plan.limit)  # no positions to cap
+        plan = replace(plan, cap=False)  # no positions to cap
+    if plan.top_k > 0:
+        if stats is not None:
+            raise InvalidArgumentError(
+                "attention statistics cannot be captured with the top-k middle-token variant (top_k > 0): "
+                "its last row attends keys the statistics do not describe. Capture with top_k=0, or limit "
+                "the captured layers to those below top_k_from_layer."
+            )
+        if has_middle(plan, q_pos[-1], k_pos):
+            last = last_row_with_middle(q[:, :, -1:], k, v, plan, scaling, q_pos[-1], k_pos, rope, alibi,
+                                        softcap)
+            if nq == 1:
+                return last
+            # all rows through the ordinary path (rows[:-1] bitwise as without top_k, the fused
+            # prefill path included), then the last row replaced: one extra row of work
+            out = attend(q, k, v, replace(plan, top_k=0), scaling=scaling, q_pos=q_pos, k_pos=k_pos,
+                         rope=rope, alibi=alibi, softcap=softcap)
+            out[:, -1:] = last
+            return out
+        plan = replace(plan, top_k=0)
     if stats is not None and stats.rows is not None:
         # output through the ordinary path; statistics only for the requested rows, same arithmetic
         out = attend(q, k, v, plan, scaling=scaling, q_pos=q_pos, k_pos=k_pos, rope=rope, alibi=alibi,
@@ -68,6 +98,8 @@ def attend(
     simple = stats is None and alibi is None and softcap is None
     if simple and fused_supported(q, nq, nk, q_pos, k_pos):
         return fused_attend(q, k, v, plan, scaling, rope, q_pos)
+    if decode_supported(q, alibi, softcap, stats):
+        return decode_attend(q, k, v, plan, scaling, rope, q_pos, k_pos, _far_keys(plan, k_pos))
     return explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, stats)
 
 

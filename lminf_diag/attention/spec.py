@@ -6,6 +6,12 @@ and whether those far keys are seen at the capped distance `limit`.
 
     query i attends key j <= i when  i - j < n_local            (true distance)
                                or    j < n_global (far keys)   (distance `limit` if capped)
+
+The optional "top-k middle tokens" variant (`top_k > 0`, as in later versions of the LM-Infinite
+reference code, used for passkey retrieval): the LAST query row of a call (the row that yields
+the next token), in layers >= `top_k_from_layer`, also attends, per query head, to the `top_k`
+highest-scoring "middle" keys (neither local nor far), all seen at one distance
+`top_k_distance` (default n_local // 2). See `attention/middle.py`.
 """
 
 from __future__ import annotations
@@ -30,12 +36,16 @@ class Plan:
     n_local:  window size (keys at distance < n_local are local); None = no window (all keys local).
     n_global: keys j < n_global beyond the window are attended ("far" keys); None = every key.
     cap:      far keys are seen at distance `limit` instead of their true distance.
+    top_k:    the last query row also attends its top_k best "middle" keys (0 = off).
+    top_k_distance: the distance at which those middle keys are seen (and scored).
     """
 
     n_local: int | None = None
     n_global: int | None = 0
     cap: bool = False
     limit: int = 0
+    top_k: int = 0
+    top_k_distance: int = 0
 
     @property
     def is_full(self) -> bool:
@@ -46,11 +56,12 @@ class Plan:
 FULL = Plan()
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def _check_int(name: str, value, minimum: int, why: str = "") -> int:
+    why = f" ({why})" if why else ""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}{why}, got {value!r}.")
     if value < minimum:
-        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}.")
+        raise InvalidArgumentError(f"{name} must be >= {minimum}{why}, got {value}.")
     return value
 
 
@@ -58,16 +69,29 @@ def _check_int(name: str, value, minimum: int) -> int:
 class LambdaSpec:
     """LM-Infinite settings, resolved (no None left).
 
+    top_k > 0 turns on the "top-k middle tokens" variant in layers >= top_k_from_layer (see the
+    module docstring); top_k_distance=None means n_local // 2.
+
     Example:
         >>> spec = LambdaSpec.resolve(train_len=8192, n_global=10)
-        >>> spec.n_local, spec.limit, spec.mode
-        (8192, 8192, 'lambda')
+        >>> spec.n_local, spec.limit, spec.mode, spec.top_k
+        (8192, 8192, 'lambda', 0)
+        >>> spec = LambdaSpec.resolve(train_len=4096, top_k=5)
+        >>> spec.top_k_distance, spec.plan(layer=3).top_k, spec.plan(layer=4).top_k
+        (2048, 0, 5)
     """
 
     n_global: int
     n_local: int
     limit: int
     mode: str = "lambda"
+    top_k: int = 0
+    top_k_from_layer: int = 4
+    top_k_distance: int | None = None
+
+    def __post_init__(self):
+        if self.top_k_distance is None:  # constructed directly: resolve the default like `resolve`
+            object.__setattr__(self, "top_k_distance", self.n_local // 2)
 
     @classmethod
     def resolve(
@@ -77,24 +101,43 @@ class LambdaSpec:
         n_local: int | None = None,
         limit: int | None = None,
         mode: str = "lambda",
+        *,
+        top_k: int = 0,
+        top_k_from_layer: int = 4,
+        top_k_distance: int | None = None,
     ) -> LambdaSpec:
-        """Fill defaults (n_local = training length, limit = n_local) and validate."""
+        """Fill defaults (n_local = training length, limit = n_local, top_k_distance = n_local // 2)
+        and validate."""
         if mode not in MODES:
             raise InvalidArgumentError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
         n_global = _check_int("n_global", n_global, 0)
         n_local = _check_int("n_local", train_len if n_local is None else n_local, 1)
         limit = _check_int("limit", n_local if limit is None else limit, 1)
-        return cls(n_global=n_global, n_local=n_local, limit=limit, mode=mode)
+        top_k = _check_int("top_k", top_k, 0, "middle keys added per head of the last row; 0 = off")
+        top_k_from_layer = _check_int("top_k_from_layer", top_k_from_layer, 0,
+                                      "index of the first layer that uses top_k")
+        if top_k_distance is None:
+            top_k_distance = n_local // 2
+        top_k_distance = _check_int("top_k_distance", top_k_distance, 0,
+                                    "distance at which the middle keys are seen; None = n_local // 2")
+        return cls(n_global=n_global, n_local=n_local, limit=limit, mode=mode, top_k=top_k,
+                   top_k_from_layer=top_k_from_layer, top_k_distance=top_k_distance)
 
-    def plan(self) -> Plan:
-        """The kernel pattern this mode stands for."""
+    def plan(self, layer: int | None = None) -> Plan:
+        """The kernel pattern this mode stands for in layer `layer` (index from 0).
+
+        The plan carries top_k only for layers >= top_k_from_layer (layer=None: no top-k), and
+        never for "cap_only", where every key is already attended (there is no middle).
+        """
+        top_k = self.top_k if layer is not None and layer >= self.top_k_from_layer else 0
+        extra = {"top_k": top_k, "top_k_distance": self.top_k_distance} if top_k else {}
         if self.mode == "lambda":
-            return Plan(self.n_local, self.n_global, True, self.limit)
+            return Plan(self.n_local, self.n_global, True, self.limit, **extra)
         if self.mode == "mask_only":
-            return Plan(self.n_local, self.n_global, False, self.limit)
+            return Plan(self.n_local, self.n_global, False, self.limit, **extra)
         if self.mode == "cap_only":
             return Plan(self.n_local, None, True, self.limit)
-        return Plan(self.n_local, 0, False, self.limit)  # window
+        return Plan(self.n_local, 0, False, self.limit, **extra)  # window: the middle is all beyond it
 
     def to_dict(self) -> dict:
         return asdict(self)

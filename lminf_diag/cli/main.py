@@ -16,7 +16,7 @@ import importlib
 import sys
 from types import ModuleType
 
-VERBS = ("models", "generate", "entropy", "logits", "pca", "ppl", "passkey", "report")
+VERBS = ("models", "generate", "entropy", "logits", "pca", "ppl", "passkey", "report", "lab")
 OPTIONAL = ("ppl", "passkey")  # owned by other modules; registered when present
 
 EXAMPLES = [
@@ -25,6 +25,7 @@ EXAMPLES = [
     "diag entropy --length 4096 --out runs/alice-4k",
     "diag generate --length 12000 --max-new-tokens 40",
     "diag report runs/a runs/b --out runs/a-vs-b   # one page from saved runs",
+    "diag lab                                      # position schemes compared on the lab models",
     "diag VERB --help                              # options and examples of a verb",
 ]
 

@@ -21,7 +21,15 @@ POSITION_WORDS = {
     "rope_interleaved": "rotary (RoPE), interleaved pairs",
     "alibi": "ALiBi linear bias",
     "absolute": "absolute position embeddings",
+    "none": "no position encoding (NoPE): position only through the causal mask",
 }
+
+
+def _ready(entry: Any) -> bool:
+    from lminf_diag.models.embedded import is_complete, model_cache_path
+    from lminf_diag.models.lab import lab_available
+
+    return lab_available(entry.name) if entry.shipped else is_complete(model_cache_path(entry.name))
 
 
 def listing() -> dict[str, list[dict[str, Any]]]:
@@ -31,16 +39,18 @@ def listing() -> dict[str, list[dict[str, Any]]]:
     ['embedded', 'supported', 'unsupported']
     """
     from lminf_diag.models import EMBEDDED
-    from lminf_diag.models.embedded import DEFAULT_MODEL, is_complete, model_cache_path
+    from lminf_diag.models.embedded import DEFAULT_MODEL, model_cache_path
     from lminf_diag.models.families import known_families, supported_families
+    from lminf_diag.models.lab import lab_folder
 
     embedded = [
         {
             "name": e.name,
             "default": e.name == DEFAULT_MODEL,
             "description": e.description,
-            "cached": is_complete(model_cache_path(e.name)),
-            "cache_path": str(model_cache_path(e.name)),
+            "shipped": e.shipped,
+            "cached": _ready(e),
+            "cache_path": str(lab_folder(e.name) if e.shipped else model_cache_path(e.name)),
         }
         for e in sorted(EMBEDDED.values(), key=lambda e: (e.name != DEFAULT_MODEL, e.name))
     ]
@@ -65,7 +75,10 @@ def render(data: dict[str, list[dict[str, Any]]]) -> str:
     """The listing as plain text."""
     lines = ["Embedded models (use with --model NAME):"]
     for e in data["embedded"]:
-        state = "converted, cached" if e["cached"] else "converted on first use"
+        if e.get("shipped"):
+            state = "shipped with the package" if e["cached"] else "missing from this installation"
+        else:
+            state = "converted, cached" if e["cached"] else "converted on first use"
         lines.append(f"  {e['name']}{' (default)' if e['default'] else ''}  [{state}]")
         lines.append(f"      {e['description']}")
     lines += ["", "Supported families (--model may also be a folder, a .gguf file or a hub id of these):"]

@@ -200,8 +200,8 @@ def add_capture_options(p: argparse.ArgumentParser) -> None:
         "--stride",
         type=parse_stride,
         default="auto",
-        help="record statistics every STRIDE query rows; auto (default) = 1 up to 4096 tokens, "
-        "else length // 2048",
+        help=f"record statistics every STRIDE query rows; auto (default) = 1 up to {AUTO_STRIDE_MAX_FULL} "
+        f"tokens, else length // {AUTO_STRIDE_ROWS}",
     )
 
 

@@ -3,7 +3,9 @@
 For every length, depth and trial a prompt hides a 5-digit key (the same prompts for every
 run); the model answers greedily and is right when the first number it writes is the key.
 Every finished (run, length) is kept in the run folder, so the same command resumes, and
-adding lengths or modes to a finished run computes only what is new.
+adding lengths, modes or --top-k to a finished run computes only what is new. --top-k K adds the
+run "lambda+topK": LM-Infinite plus, for the row that predicts each next token, the K best
+"middle" keys per head (the variant of the reference code used for passkey retrieval).
 
 Example:
     >>> from lminf_diag.cli.main import main
@@ -75,6 +77,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "diag passkey --lengths 2048,8192,32768 --depths 0,0.5,1 --trials 3",
             "diag passkey --haystack carroll-alice --patched-only",
             "diag passkey --mode lambda --mode window --json > passkey.json",
+            "diag passkey --top-k 5 --lengths 4096,16384    # + LM-Infinite with the top-5 middle tokens",
         ],
     )
     options.add_model_options(p)
@@ -109,8 +112,49 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="tokens generated per answer (default 8)",
     )
     options.add_patch_options(p)
+    add_top_k_options(p.add_argument_group("top-k middle tokens (off by default)"))
     options.add_output_options(p)
     return p
+
+
+def add_top_k_options(g: Any, prefix: str = "--") -> None:
+    """--top-k, --top-k-from-layer, --top-k-distance (with `prefix`, e.g. "--passkey-" in `diag report`)."""
+    g.add_argument(
+        f"{prefix}top-k",
+        dest="top_k",
+        type=options.bounded_int(0, "middle tokens per head added to the last row; 0 = off"),
+        default=0,
+        metavar="K",
+        help="also run LM-Infinite with the top-K middle tokens (label lambda+topK): the row predicting "
+        "each next token also attends, per head, to its K best-scoring keys outside the window and the "
+        "global tokens, seen at distance --top-k-distance; the KV cache is then not bounded "
+        "(default 0 = off; the reference code used 5)",
+    )
+    g.add_argument(
+        f"{prefix}top-k-from-layer",
+        dest="top_k_from_layer",
+        type=options.bounded_int(0, "index of the first layer using the top-k middle tokens"),
+        default=4,
+        metavar="L",
+        help="with --top-k: layers with index >= L use the middle tokens (default 4)",
+    )
+    g.add_argument(
+        f"{prefix}top-k-distance",
+        dest="top_k_distance",
+        type=options.bounded_int(0, "distance at which the middle tokens are seen"),
+        default=None,
+        metavar="D",
+        help="with --top-k: the distance at which the middle tokens are seen (default n_local // 2)",
+    )
+
+
+def top_k_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The top-k settings as `run_passkey` takes them."""
+    return {
+        "top_k": getattr(args, "top_k", 0),
+        "top_k_from_layer": getattr(args, "top_k_from_layer", 4),
+        "top_k_distance": getattr(args, "top_k_distance", None),
+    }
 
 
 def accuracy_table(result: Any) -> str:
@@ -156,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "max_new_tokens": args.max_new_tokens,
         **patch_args(args),
-    }
+    }  # like --mode, --top-k is not a folder setting: its cells record it, so it can be added later
     run_dir = RunDir(out, settings, overwrite=args.overwrite)
     args.resume_hint = f"finished lengths are kept in {out} ({RUN_FILE})"
     model, tok, info = load(args)
@@ -174,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir=run_dir,
         progress=Progress,
         **patch_args(args),
+        **top_k_args(args),
     )
     print(
         f"\npasskey accuracy (training length T = {info.train_len} tokens; "
@@ -182,17 +227,21 @@ def run(args: argparse.Namespace) -> int:
     )
     print(accuracy_table(result), file=stream)
     run_dir.start()
+    top = top_k_args(args) if args.top_k else {}
+    if top and top["top_k_distance"] is None:
+        top["top_k_distance"] = (args.n_local or info.train_len) // 2
     info_meta = meta(
         VERB,
         run_dir,
         args,
         info,
-        labels,
+        list(result.labels),
         t0,
         lengths=args.lengths,
         depths=args.depths,
         trials=args.trials,
         haystack=args.haystack,
         seed=args.seed,
+        **top,
     )
     return write_outputs(VERB, out, {VERB: result}, info_meta, args)

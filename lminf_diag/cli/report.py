@@ -77,8 +77,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_extra_options(p: argparse.ArgumentParser) -> None:
-    """--passkey-lengths/--passkey-depths, --docs/--baseline-max-length, --decode-contexts/--decode-steps."""
-    from lminf_diag.cli.passkey import parse_depths, parse_lengths
+    """--passkey-lengths/-depths/-top-k..., --docs/--baseline-max-length, --decode-contexts/--decode-steps."""
+    from lminf_diag.cli.passkey import add_top_k_options, parse_depths, parse_lengths
 
     g = p.add_argument_group(
         "extra sections (off by default: each loads the model again and takes time; resumable in --out)"
@@ -98,6 +98,7 @@ def add_extra_options(p: argparse.ArgumentParser) -> None:
         metavar="F,F",
         help=f"with --passkey-lengths: needle depths as fractions of the filler text (default {DEFAULT_PASSKEY_DEPTHS})",
     )
+    add_top_k_options(g, "--passkey-")  # as `diag passkey --top-k ...`, for the passkey section only
     g.add_argument(
         "--docs",
         nargs="+",
@@ -193,7 +194,7 @@ def from_folders(args: argparse.Namespace) -> int:
 
 def passkey_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, run: Any) -> Any:
     """Passkey retrieval at --passkey-lengths x --passkey-depths, baseline and every mode; resumable."""
-    from lminf_diag.cli.passkey import accuracy_table
+    from lminf_diag.cli.passkey import accuracy_table, top_k_args
     from lminf_diag.cli.ppl import patch_args
     from lminf_diag.cli.progress import Progress
     from lminf_diag.evaluate import run_passkey
@@ -209,6 +210,7 @@ def passkey_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, r
         run_dir=run,
         progress=Progress,
         **patch_args(args),
+        **top_k_args(args),
     )
     stream = options.human(args)
     print(f"\npasskey accuracy (training length T = {info.train_len} tokens)", file=stream)
@@ -331,6 +333,9 @@ def extra_sections(args: argparse.Namespace, run: Any) -> tuple[dict[str, Any], 
         results["passkey"] = passkey_section(args, model, tok, info, run)
         meta["passkey lengths"] = args.passkey_lengths
         meta["passkey depths"] = args.passkey_depths
+        if args.top_k:
+            meta["passkey top-k"] = (f"{args.top_k} middle tokens from layer {args.top_k_from_layer}, at distance "
+                                     f"{args.top_k_distance if args.top_k_distance is not None else 'n_local // 2'}")
     if args.docs:
         docs = documents_section(args, model, tok, info, run)
         if docs is not None:

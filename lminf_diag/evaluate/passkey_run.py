@@ -54,7 +54,8 @@ class PasskeyTrial:
 
 @dataclass
 class PasskeyResult(AnalysisResult):
-    """Accuracy per (mode, length, depth); `labels` are the modes, baseline first."""
+    """Accuracy per (mode, length, depth); `labels` are the modes, baseline first, then the top-k
+    run ("lambda+top5") when one was asked for."""
 
     records: list[PasskeyTrial] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
@@ -143,11 +144,22 @@ def _generate(model: Any, tokenizer: Any, ids: torch.Tensor, max_new_tokens: int
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
-def _run_cell(model, tokenizer, mode, length, depths, trials, prompt_for, max_new_tokens, patch):
-    """The trials of one (mode, length): every depth, greedy answers under the mode's patch."""
+def top_k_label(top_k: int) -> str:
+    """The label of the extra run with the top-k middle tokens.
+
+    >>> top_k_label(5)
+    'lambda+top5'
+    """
+    return f"lambda+top{top_k}"
+
+
+def _run_cell(model, tokenizer, label, length, depths, trials, prompt_for, max_new_tokens, patch):
+    """The trials of one (run, length): every depth, greedy answers under the run's patch. `label` is
+    a mode, or the top-k run's label (then `patch` holds its top-k settings)."""
     from lminf_diag.patch import lm_infinite
 
     out = []
+    mode = "lambda" if label.startswith("lambda+top") else label
     with nullcontext() if mode == "baseline" else lm_infinite(model, mode=mode, **patch):
         for depth in depths:
             for trial in range(trials):
@@ -156,7 +168,7 @@ def _run_cell(model, tokenizer, mode, length, depths, trials, prompt_for, max_ne
                 correct = score_answer(answer, p.key)
                 out.append(
                     PasskeyTrial(
-                        mode, length, depth, trial, p.key, answer, correct, p.n_tokens, p.actual_depth
+                        label, length, depth, trial, p.key, answer, correct, p.n_tokens, p.actual_depth
                     )
                 )
     return out
@@ -179,6 +191,9 @@ def run_passkey(
     train_len: int | None = None,
     run_dir: Any = None,
     progress: ProgressFactory | None = None,
+    top_k: int = 0,
+    top_k_from_layer: int = 4,
+    top_k_distance: int | None = None,
 ) -> PasskeyResult:
     """Passkey accuracy per (mode, length, depth): greedy answers to `trials` prompts per cell.
 
@@ -187,7 +202,11 @@ def run_passkey(
     Keys come from `passkey_key(seed, length, depth, trial)`: the same prompts for every mode.
     train_len: the training length (default: read from the model), the default of n_local and
     the boundary between "within" and "beyond".
-    run_dir: a `RunDir` or a folder path; each finished (mode, length) is saved there and
+    top_k > 0 adds one run after `modes`, labelled `top_k_label(top_k)` ("lambda+top5"): the
+    "lambda" mode plus, for the row that predicts each next token, the top_k best "middle" keys per
+    head in layers >= top_k_from_layer, seen at distance top_k_distance (None = n_local // 2);
+    see `lm_infinite`. Its KV cache is not bounded.
+    run_dir: a `RunDir` or a folder path; each finished (run, length) is saved there and
     loaded instead of recomputed when the run is repeated with the same settings.
     progress: a factory called with the number of (mode, length) steps, such as
     `lminf_diag.cli.progress.Progress` (prints elapsed time and time left on stderr).
@@ -206,6 +225,14 @@ def run_passkey(
         raise InvalidArgumentError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     train_len = train_len or model_train_len(model)
     patch = {"n_global": n_global, "n_local": n_local, "limit": limit, "train_len": train_len}
+    patches = {m: patch for m in modes}
+    if top_k:
+        from lminf_diag.attention.spec import LambdaSpec
+
+        top = {"top_k": top_k, "top_k_from_layer": top_k_from_layer, "top_k_distance": top_k_distance}
+        LambdaSpec.resolve(n_local or train_len or 1, n_global, n_local, limit, **top)  # bad values fail now
+        modes.append(top_k_label(top_k))
+        patches[modes[-1]] = {**patch, **top}
     common = {
         "model": model_name(model),
         "depths": depths,
@@ -215,7 +242,7 @@ def run_passkey(
         "max_new_tokens": max_new_tokens,
     }
     stores = {  # the baseline does not depend on the patch settings
-        m: CellStore(run_dir, "passkey", common if m == "baseline" else {**common, **patch}) for m in modes
+        m: CellStore(run_dir, "passkey", common if m == "baseline" else {**common, **patches[m]}) for m in modes
     }
     prompts: dict[tuple[int, float, int], PasskeyPrompt] = {}
 
@@ -239,7 +266,7 @@ def run_passkey(
             start = time.perf_counter()
             with steps.step(name):
                 done = _run_cell(
-                    model, tokenizer, mode, length, depths, trials, prompt_for, max_new_tokens, patch
+                    model, tokenizer, mode, length, depths, trials, prompt_for, max_new_tokens, patches[mode]
                 )
             stores[mode].save(
                 f"{mode}_{length}",
@@ -258,4 +285,4 @@ def run_passkey(
     )
 
 
-__all__ = ["PasskeyResult", "PasskeyTrial", "run_passkey"]
+__all__ = ["PasskeyResult", "PasskeyTrial", "run_passkey", "top_k_label"]

@@ -37,12 +37,15 @@ class EmbeddedModel:
     name: str
     description: str
     builder: Callable[[], Path]
+    shipped: bool = False  # the folder ships inside the package (nothing to convert or cache)
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {}
 
 
-def register_embedded(name: str, description: str, builder: Callable[[], Path]) -> EmbeddedModel:
+def register_embedded(
+    name: str, description: str, builder: Callable[[], Path], shipped: bool = False
+) -> EmbeddedModel:
     """Add (or replace) an embedded model name.
 
     Example:
@@ -51,7 +54,7 @@ def register_embedded(name: str, description: str, builder: Callable[[], Path]) 
         >>> EMBEDDED.pop("lab-demo").name
         'lab-demo'
     """
-    entry = EmbeddedModel(name=name, description=description, builder=builder)
+    entry = EmbeddedModel(name=name, description=description, builder=builder, shipped=shipped)
     EMBEDDED[name] = entry
     return entry
 

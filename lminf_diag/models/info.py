@@ -17,9 +17,11 @@ _BLOOM_DEFAULT_TRAIN_LEN = 2048
 class ModelInfo:
     """What the diagnostics need to know about a model.
 
-    ``position`` is the family's kind refined by the config (a "rope" model whose
-    ``partial_rotary_factor`` is below 1 reads "rope_partial"); ``rotary_dim`` is None for
-    ALiBi and absolute positions; ``devices`` is the sorted set of parameter devices.
+    ``position`` is the family's kind refined by the config: a "rope" model whose
+    ``partial_rotary_factor`` is below 1 reads "rope_partial"; one with no rotary dims at all
+    (GPT-NeoX with ``rotary_pct=0``) reads "none", position only through the causal mask.
+    ``rotary_dim`` is None for ALiBi and absolute positions; ``devices`` is the sorted set of
+    parameter devices.
 
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM
@@ -104,7 +106,7 @@ def _rotary(config: Any, spec: FamilySpec | None, head_dim: int) -> tuple[str, i
         return position, min(rotary_dim, head_dim), float(theta) if theta is not None else 10000.0
     factor = params.get("partial_rotary_factor", _first(config, "partial_rotary_factor", "rotary_pct"))
     rotary_dim = int(head_dim * float(factor)) if factor is not None else head_dim
-    position = "rope_partial" if rotary_dim < head_dim else "rope"
+    position = "none" if rotary_dim == 0 else "rope_partial" if rotary_dim < head_dim else "rope"
     return position, rotary_dim, float(theta) if theta is not None else None
 
 

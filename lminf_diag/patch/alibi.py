@@ -1,7 +1,8 @@
 """ALiBi families (MPT, Bloom) do not route attention through AttentionInterface, so their
 attention forward is replaced per module (and restored on uninstall). The replacement computes
 q, k, v with the module's own projections and cache, and calls the same kernel with the ALiBi
-slopes: bias = -slope * distance, or -slope * limit for capped far keys. It also lifts MPT's
+slopes: bias = -slope * distance, or -slope * limit for capped far keys (and -slope * top_k_distance
+for the top-k middle keys of the variant, see `attention/middle.py`). It also lifts MPT's
 `max_seq_len` limit, since the bias is computed per pair instead of sliced from a fixed table.
 """
 
@@ -35,7 +36,7 @@ def _mpt_forward(router, layer, slopes):
             k, v = cache.update(k, v, self.layer_idx, kwargs=kwargs)
         q_pos, k_pos = router.positions(self.layer_idx, n, k.shape[2], None, q.device)
         stats = router.recorder.request(layer, n) if router.recorder is not None else None
-        out = attend(q, k, v, router.plan_for(self, None), scaling=self.softmax_scale, q_pos=q_pos,
+        out = attend(q, k, v, router.plan_for(self, None, layer), scaling=self.softmax_scale, q_pos=q_pos,
                      k_pos=k_pos, alibi=slopes.to(q.device), stats=stats)
         return self.out_proj(out.reshape(b, n, -1)), None
 
@@ -54,7 +55,7 @@ def _bloom_forward(router, layer, slopes):
             k, v = cache.update(k, v, self.layer_idx)
         q_pos, k_pos = router.positions(self.layer_idx, n, k.shape[2], None, q.device)
         stats = router.recorder.request(layer, n) if router.recorder is not None else None
-        out = attend(q, k, v, router.plan_for(self, None), scaling=self.inv_norm_factor, q_pos=q_pos,
+        out = attend(q, k, v, router.plan_for(self, None, layer), scaling=self.inv_norm_factor, q_pos=q_pos,
                      k_pos=k_pos, alibi=slopes.to(q.device), stats=stats)
         ctx = out.reshape(b, n, -1)
         output = F.linear(ctx, self.dense.weight, self.dense.bias)

@@ -8,28 +8,40 @@ from ..attention.spec import LambdaSpec
 from .router import install, release_if_idle, router_of
 
 
-def _resolve(model, n_global, n_local, limit, mode, train_len) -> LambdaSpec:
+def _resolve(model, n_global, n_local, limit, mode, train_len, top_k) -> LambdaSpec:
     if train_len is None and n_local is None:
         from ..models.info import model_info
 
         train_len = model_info(model).train_len
-    return LambdaSpec.resolve(train_len or n_local, n_global=n_global, n_local=n_local, limit=limit, mode=mode)
+    return LambdaSpec.resolve(train_len or n_local, n_global=n_global, n_local=n_local, limit=limit,
+                              mode=mode, **top_k)
 
 
 def patch(model, n_global: int = 10, n_local: int | None = None, limit: int | None = None, mode: str = "lambda",
-          *, train_len: int | None = None) -> LambdaSpec:
+          *, train_len: int | None = None, top_k: int = 0, top_k_from_layer: int = 4,
+          top_k_distance: int | None = None) -> LambdaSpec:
     """Apply LM-Infinite to `model` in place until `unpatch(model)`; returns the resolved settings.
 
     n_local=None means the model's training length; limit=None means n_local. `mode` is one of
     "lambda" (the method), "mask_only", "cap_only", "window" (ablations).
 
+    top_k > 0 turns on the "top-k middle tokens" variant of the LM-Infinite reference code: the
+    last query row of each forward (the row that predicts the next token), in layers with index
+    >= top_k_from_layer, also attends, per head, to its top_k best-scoring keys among those the
+    Λ-shape drops, all seen at distance top_k_distance (None = n_local // 2). Those keys must stay
+    available, so the KV cache is then NOT bounded: it grows with the text like an ordinary
+    cache (as in the reference code). top_k=0 (default) is the plain method, bitwise.
+
     Example:
         >>> model, tok = load_model("smollm2-135m")            # doctest: +SKIP
         >>> patch(model, n_global=10)                          # doctest: +SKIP
-        LambdaSpec(n_global=10, n_local=8192, limit=8192, mode='lambda')
+        LambdaSpec(n_global=10, n_local=8192, limit=8192, mode='lambda', top_k=0, ...)
         >>> unpatch(model)                                     # doctest: +SKIP
+        >>> patch(model, top_k=5).top_k_distance               # doctest: +SKIP
+        4096
     """
-    spec = _resolve(model, n_global, n_local, limit, mode, train_len)
+    spec = _resolve(model, n_global, n_local, limit, mode, train_len,
+                    dict(top_k=top_k, top_k_from_layer=top_k_from_layer, top_k_distance=top_k_distance))
     router = install(model)
     router.spec = spec
     return spec
@@ -51,14 +63,20 @@ def current_spec(model) -> LambdaSpec | None:
 
 @contextmanager
 def lm_infinite(model, n_global: int = 10, n_local: int | None = None, limit: int | None = None,
-                mode: str = "lambda", *, train_len: int | None = None):
+                mode: str = "lambda", *, train_len: int | None = None, top_k: int = 0,
+                top_k_from_layer: int = 4, top_k_distance: int | None = None):
     """Context manager form of `patch`; the previous state comes back on exit, also on error.
+
+    With top_k > 0 (the "top-k middle tokens" variant, see `patch`) the KV cache is not bounded.
 
     Example:
         >>> with lm_infinite(model, n_global=10) as spec:     # doctest: +SKIP
         ...     out = model.generate(ids, max_new_tokens=20)
+        >>> with lm_infinite(model, top_k=5, top_k_from_layer=4):          # doctest: +SKIP
+        ...     out = model.generate(ids, max_new_tokens=8)   # passkey-style retrieval
     """
-    spec = _resolve(model, n_global, n_local, limit, mode, train_len)
+    spec = _resolve(model, n_global, n_local, limit, mode, train_len,
+                    dict(top_k=top_k, top_k_from_layer=top_k_from_layer, top_k_distance=top_k_distance))
     previous = current_spec(model)
     router = install(model)
     router.spec = spec

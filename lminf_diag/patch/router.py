@@ -58,10 +58,11 @@ class Router:
         k_pos = torch.arange(n_k, device=device)
         return k_pos[n_k - n_q :], k_pos
 
-    def plan_for(self, module, sliding_window: int | None) -> Plan:
+    def plan_for(self, module, sliding_window: int | None, layer: int | None = None) -> Plan:
+        """The kernel plan of `module` (layer index `layer`, for the top-k variant's first layer)."""
         if sliding_window:  # a layer trained with its own window keeps it
             return Plan(n_local=int(sliding_window), n_global=0)
-        return FULL if self.spec is None else self.spec.plan()
+        return FULL if self.spec is None else self.spec.plan(layer)
 
 
 def lminf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -73,7 +74,7 @@ def lminf_attention(module, query, key, value, attention_mask, scaling=None, dro
     layer = entry[1]
     q_pos, k_pos = router.positions(getattr(module, "layer_idx", layer), query.shape[2], key.shape[2],
                                     kwargs.get("position_ids"), query.device)
-    plan = router.plan_for(module, kwargs.get("sliding_window"))
+    plan = router.plan_for(module, kwargs.get("sliding_window"), layer)
     stats = router.recorder.request(layer, query.shape[2]) if router.recorder is not None else None
     out = attend(
         query,
@@ -118,13 +119,14 @@ def _attention_modules(model) -> list:
 
 
 def _before_forward(model, args, kwargs):
-    """Top-level pre-hook: refuse padded batches; bound a fresh KV cache under the patch."""
+    """Top-level pre-hook: refuse padded batches; bound a fresh KV cache under the patch (not with
+    the top-k variant, whose last row reads the middle keys a bounded cache would drop)."""
     router = _ROUTERS.get(model)
     if router is not None:
         cache = kwargs.get("past_key_values", kwargs.get("cache"))
         router.active_cache = cache
         spec = router.spec
-        if cache is not None and spec is not None and spec.mode != "cap_only":
+        if cache is not None and spec is not None and spec.mode != "cap_only" and not spec.top_k:
             bound_cache(cache, len(router.layers), spec.n_global if spec.mode != "window" else 0, spec.n_local)
     mask = kwargs.get("attention_mask")
     if mask is not None and mask.dim() == 2 and not bool(mask.all()):

@@ -35,11 +35,18 @@ def display_name(label: str) -> str:
 
     >>> display_name("lambda"), display_name("run-a:lambda"), display_name("custom")
     ('LM-Infinite', 'LM-Infinite (run-a)', 'custom')
+    >>> display_name("lambda+top5")
+    'LM-Infinite + top-5 middle tokens'
     """
     prefix, _, base = label.rpartition(":")
-    if base not in NAMES:
+    mode, plus, top = base.partition("+top")
+    if plus and mode in NAMES and top.isdigit():  # the top-k middle-token run of `diag passkey --top-k`
+        name = f"{NAMES[mode]} + top-{int(top)} middle tokens"
+    elif base in NAMES:
+        name = NAMES[base]
+    else:
         return label
-    return f"{NAMES[base]} ({prefix})" if prefix else NAMES[base]
+    return f"{name} ({prefix})" if prefix else name
 
 
 def _cap(text: str) -> str:
@@ -333,6 +340,10 @@ def findings(results: Mapping[str, Any], meta: Mapping[str, Any] | None = None) 
     note = _short_window(results, meta or {})
     out = [note] if note else []
     for result in sorted(results.values(), key=lambda r: _rank(kind_of(safe_summary(r)))):
+        own = getattr(result, "findings", None)
+        if callable(own):  # a result that words its own findings (the lab)
+            out.extend(own())
+            continue
         s = safe_summary(result)
         kind = kind_of(s)
         if kind is None:

@@ -2,9 +2,10 @@
 
 A result's kind is told from its `summary()` keys, so results of other analyzers work too:
 known kinds show chosen figures with units, any other result its first few summary keys.
-Known kinds: the four analyzers (entropy, logits, positions, perplexity) and the evaluations
-(passkey retrieval, loss over documents, decoding speed and cache memory). Counts, token
-lengths and other whole numbers (`INTEGER_KEYS`) are kept as ints, so they print as integers.
+Known kinds: the four analyzers (entropy, logits, positions, perplexity), the evaluations
+(passkey retrieval, loss over documents, decoding speed and cache memory) and the lab's
+comparison of position schemes. Counts, token lengths and other whole numbers (`INTEGER_KEYS`)
+are kept as ints, so they print as integers.
 
 Example:
     >>> from tests.synthetic import make_comparison
@@ -80,9 +81,20 @@ KINDS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("cache_mb", "KV cache", "MB"),
         ],
     ),
+    "lab": (
+        "fluent_until",
+        [
+            ("entropy_slope_beyond", "entropy slope >T", "nats per ln n"),
+            ("logit_envelope_ratio", "logit envelope ratio", "beyond / within"),
+            ("position_probe_r2", "position probe R²", "R², 1 = position fully readable"),
+            ("nll_ratio", "NLL >T / in-range", "mean loss past T over the loss at T/2..T"),
+            ("multiple", "at length", "x training length"),
+            ("fluent_until", "fluent until", "tokens (loss within tolerance of in-range)"),
+        ],
+    ),
 }
 # summary keys of the known kinds that hold whole numbers (counts, token lengths)
-INTEGER_KEYS = frozenset({"n_prompts", "n_documents", "capped_at", "context"})
+INTEGER_KEYS = frozenset({"n_prompts", "n_documents", "capped_at", "context", "multiple", "fluent_until"})
 
 
 @dataclass(frozen=True)
