@@ -56,6 +56,7 @@ class Fluency:
     reference: dict[str, float]  # label -> in-range loss: mean NLL over positions [T/2, T)
     fluent_until: dict[str, int]  # label -> last position before the loss leaves the tolerance band
     tolerance: float = 0.10
+    probe_r2_in_range: float = float("nan")  # best layer's position probe R² within T (`in_range_probe`)
 
     def reached_end(self, label: str) -> bool:
         """True when the label stayed fluent over the whole length."""
@@ -95,7 +96,8 @@ class LabResult:
         return max(cells, key=lambda c: c.multiple) if cells else None
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """"<model> <label>" -> the key figures at the longest multiple, plus ``fluent_until`` (tokens)."""
+        """"<model> <label>" -> the key figures at the longest multiple, ``fluent_until`` (tokens) and
+        ``probe_r2_in_range`` (the model's, the same for every label: within T nothing is patched)."""
         out: dict[str, dict[str, float]] = {}
         fl = {f.model: f for f in self.fluency}
         for model in self.models():
@@ -107,6 +109,7 @@ class LabResult:
                     row["multiple"] = float(cell.multiple)
                 if model in fl and lab in fl[model].fluent_until:
                     row["fluent_until"] = float(fl[model].fluent_until[lab])
+                    row["probe_r2_in_range"] = fl[model].probe_r2_in_range
                 out[f"{model} {lab}"] = row
         return out
 

@@ -131,6 +131,30 @@ def fluency_curves(nll: dict[str, np.ndarray], train_len: int, tolerance: float,
     return edges[1:] - 1, curves, refs, until
 
 
+def in_range_probe(model: Any, train_len: int, windows: int = 24, shuffle: bool = False) -> np.ndarray:
+    """Position probe R² per hidden layer within the training length: (layers + 1,), 0 = embeddings.
+
+    Hidden states of `windows` windows of the held-out book (BOS + T-1 bytes each, so T
+    positions) are stacked, and a cross-validated linear probe reads log-position from them
+    (`analyze.hidden_stats.layer_subspace`). `shuffle=True` permutes the positions: a control
+    that should give R² near 0.
+    """
+    import torch
+
+    from lminf_diag.analyze.hidden_stats import layer_subspace
+    from lminf_diag.lab.train import held_out_windows
+
+    ids = held_out_windows(train_len - 1, windows)  # (W, T)
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True).hidden_states  # (layers + 1) x (W, T, D)
+    pos = np.tile(np.arange(ids.shape[1]), ids.shape[0])
+    if shuffle:
+        pos = np.random.default_rng(0).permutation(pos)
+    args = {"n_components": 2, "first_tokens": 4, "window": None, "train_len": None}
+    return np.array([layer_subspace(h.reshape(-1, h.shape[-1]).float().numpy(), pos, i, args).probe_r2
+                     for i, h in enumerate(hidden)])
+
+
 def _load(name: str) -> tuple[Any, Any, int]:
     from lminf_diag.models import load_model, model_info
 
@@ -197,12 +221,15 @@ def run_lab(settings: LabSettings = LabSettings(), run_dir: Any = None, progress
                         base.append(token_nll(model, ids))
                         with lm_infinite(model, n_global=settings.n_global, n_local=T):
                             patched.append(token_nll(model, ids))
-                saved = {"array": np.stack([np.mean(base, 0), np.mean(patched, 0)])}
-                store.save(key, {"labels": list(LABELS)}, saved["array"], seconds=time.perf_counter() - t0)
+                probe = float(np.max(in_range_probe(model, T)[1:]))
+                saved = {"array": np.stack([np.mean(base, 0), np.mean(patched, 0)]), "probe": probe}
+                store.save(key, {"labels": list(LABELS), "probe": probe}, saved["array"],
+                           seconds=time.perf_counter() - t0)
         else:
             steps.skip(f"{name} fluency to {length} tokens")
         ends, curves, refs, until = fluency_curves(dict(zip(LABELS, saved["array"], strict=True)), T,
                                                    settings.tolerance, settings.bins_per_octave)
-        fluency.append(Fluency(name, scheme, T, length, ends, curves, refs, until, settings.tolerance))
+        fluency.append(Fluency(name, scheme, T, length, ends, curves, refs, until, settings.tolerance,
+                               probe_r2_in_range=float(saved["probe"])))
         del model
     return LabResult(cells=cells, fluency=fluency, train_len=min(train_lens), settings=settings.to_dict())

@@ -40,12 +40,21 @@ class LambdaLayer(DynamicLayer):
             self.positions = self.positions.to(key_states.device)
         n_new = key_states.shape[-2]
         new = torch.arange(self.cumulative_length, self.cumulative_length + n_new, device=key_states.device)
+        g, w = self.n_global, self.n_local
+        if n_new == 1 and self.positions.shape[0] == g + w:
+            # full cache, one decoding step: drop the oldest window entry and append, one copy. The
+            # new query (distance < w to its keys) needs exactly the global keys and the last w.
+            self.keys = torch.cat([self.keys[:, :, :g], self.keys[:, :, g + 1 :], key_states], dim=-2)
+            self.values = torch.cat([self.values[:, :, :g], self.values[:, :, g + 1 :], value_states], dim=-2)
+            self.positions = torch.cat([self.positions[:g], self.positions[g + 1 :], new])
+            self.cumulative_length += 1
+            self.last_positions = self.positions
+            return self.keys, self.values
         keys = torch.cat([self.keys, key_states], dim=-2)
         values = torch.cat([self.values, value_states], dim=-2)
         pos = torch.cat([self.positions, new])
         self.cumulative_length += n_new
         self.last_positions = pos
-        g, w = self.n_global, self.n_local
         if pos.shape[0] > g + w:  # positions are ascending and the first g are 0..g-1
             self.keys = torch.cat([keys[:, :, :g], keys[:, :, -w:]], dim=-2)
             self.values = torch.cat([values[:, :, :g], values[:, :, -w:]], dim=-2)

@@ -87,6 +87,7 @@ KINDS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("entropy_slope_beyond", "entropy slope >T", "nats per ln n"),
             ("logit_envelope_ratio", "logit envelope ratio", "beyond / within"),
             ("position_probe_r2", "position probe R²", "R², 1 = position fully readable"),
+            ("probe_r2_in_range", "probe R² ≤T", "best layer, windows within the training length"),
             ("nll_ratio", "NLL >T / in-range", "mean loss past T over the loss at T/2..T"),
             ("multiple", "at length", "x training length"),
             ("fluent_until", "fluent until", "tokens (loss within tolerance of in-range)"),
