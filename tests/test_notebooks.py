@@ -29,7 +29,7 @@ DEFAULTS = {"LENGTH": 16384, "N_LOCAL": None, "N_GLOBAL": 10, "STRIDE": None, "T
 SMALL = "LENGTH = 384\nN_LOCAL = 128\nN_GLOBAL = 4\nSTRIDE = None\nTRAIN_LEN = 128\n"
 # the lab notebook's own parameters: all four lab models at 8x/32x/128x T, then two at 4x T
 LAB_DEFAULTS = {"MODELS": ["lab-rope", "lab-alibi", "lab-partial", "lab-nope"], "MULTIPLES": [8, 32, 128],
-                "FLUENCY_MULTIPLE": 256, "TOLERANCE": 0.1}
+                "FLUENCY_MULTIPLE": 128, "TOLERANCE": 0.1}
 LAB_SMALL = 'MODELS = ["lab-rope", "lab-nope"]\nMULTIPLES = [4]\nFLUENCY_MULTIPLE = 8\nTOLERANCE = 0.1\n'
 PARAMS = {name: (DEFAULTS, SMALL) for name in NOTEBOOKS} | {"04_schemes.ipynb": (LAB_DEFAULTS, LAB_SMALL)}
 CELL_TIMEOUT_S = 600

@@ -85,3 +85,22 @@ def lm_infinite(model, n_global: int = 10, n_local: int | None = None, limit: in
     finally:
         router.spec = previous
         release_if_idle(model)
+
+
+@contextmanager
+def through_kernel(model):
+    """The unpatched model with its attention computed by the toolkit's kernel (plain causal plan).
+
+    Same function as the model's own attention, but memory-bounded for families whose own
+    attention builds an n x n matrix (Bloom and MPT's eager ALiBi attention: 17 GB at 32k tokens).
+    A patch applied inside still takes effect; the previous routing comes back on exit.
+
+    Example:
+        >>> with through_kernel(model):                        # doctest: +SKIP
+        ...     logits = model(ids).logits
+    """
+    install(model)
+    try:
+        yield model
+    finally:
+        release_if_idle(model)
