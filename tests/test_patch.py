@@ -199,3 +199,22 @@ def test_patch_works_on_an_accelerate_dispatched_model(tmp_path):
         got = dispatched(ids).logits
     assert (got - want).abs().max().item() <= 1e-5
     assert dispatched.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("family", ["llama", "bloom", "mpt"])
+@torch.no_grad()
+def test_through_kernel_computes_the_unpatched_model_and_restores_it(family):
+    """`through_kernel`: the plain model's own function (checked against its stock attention), the
+    routing undone on exit; a patch applied inside still takes effect."""
+    from lminf_diag.patch import through_kernel
+
+    model = tiny_model(family)
+    ids = _ids(30)  # within MPT's max_seq_len (32), where its stock attention runs; > n_local
+    want = model(ids).logits
+    with through_kernel(model):
+        got = model(ids).logits
+        with lm_infinite(model, n_global=N_GLOBAL, n_local=N_LOCAL):
+            patched = model(ids).logits
+    assert (got - want).abs().max().item() <= 1e-5
+    assert (patched - want).abs().max().item() > 1e-3  # n = 48 > n_local: the patch changes the output
+    assert torch.equal(model(ids).logits, want)  # bitwise back

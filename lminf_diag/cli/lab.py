@@ -98,4 +98,5 @@ def run(args: argparse.Namespace) -> int:
         "versions": run_dir.info.get("versions", {}),
     }
     print("", file=sys.stderr)
-    return write_outputs(VERB, out, {VERB: result}, meta, args)
+    return write_outputs(VERB, out, {VERB: result}, meta, args,
+                         title="Position schemes past the training length: the lab models")

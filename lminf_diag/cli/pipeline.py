@@ -171,14 +171,16 @@ def run_meta(run: RunDir, traces: Mapping[str, Any], **extra: Any) -> dict[str, 
 
 
 def write_outputs(
-    verb: str, out: Path, results: Mapping[str, Any], meta: dict[str, Any], args: argparse.Namespace
+    verb: str, out: Path, results: Mapping[str, Any], meta: dict[str, Any], args: argparse.Namespace,
+    title: str | None = None,
 ) -> int:
-    """The report `<out>/<verb>.html`, the merged `<out>/summary.json`, the summary table, --json."""
+    """The report `<out>/<verb>.html` (page `title`, default the report's own), the merged
+    `<out>/summary.json`, the summary table, --json."""
     from lminf_diag.report import build_report, format_table, key_table
 
     stream = options.human(args)
     with timed(f"writing {verb}.html", sys.stderr):
-        html = build_report(results, meta, out / f"{verb}.html")
+        html = build_report(results, meta, out / f"{verb}.html", title=title)
     table = key_table(results)
     summary_path = out / "summary.json"
     try:
