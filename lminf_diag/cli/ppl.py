@@ -128,6 +128,31 @@ def meta(
     }
 
 
+def per_document_table(result: Any) -> str:
+    """Mean loss per document (rows) and run x range (columns), as text; n/a where undefined.
+
+    >>> import numpy as np
+    >>> from lminf_diag.evaluate.documents_result import DocumentPerplexityResult
+    >>> r = DocumentPerplexityResult(labels=["baseline"], train_len=2, length=4, documents=["a"],
+    ...                              nll={"baseline": np.array([[np.nan, 1.0, 3.0, 3.0]])})
+    >>> print(per_document_table(r))
+    mean NLL (nats/token) per document
+    document  baseline ≤T  baseline 1-2T  baseline 2-4T
+    a         1.000        3.000          n/a
+    """
+    frame = result.document_frame().set_index(["document", "label"])
+    heads = {"nll_within": "≤T", "nll_1_2x": "1-2T", "nll_2_4x": "2-4T"}
+    cols = [(lab, k) for lab in result.labels for k in heads]
+    header = ["document"] + [f"{lab} {heads[k]}" for lab, k in cols]
+    rows = []
+    for doc in result.documents:
+        vals = [frame.loc[(doc, lab), k] if (doc, lab) in frame.index else float("nan") for lab, k in cols]
+        rows.append([doc] + ["n/a" if v != v else f"{v:.3f}" for v in vals])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    return "mean NLL (nats/token) per document\n" + "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the verb; returns the exit code."""
     from lminf_diag.cli.pipeline import write_outputs
@@ -172,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
             f"No document has {args.length} tokens; pass a smaller --length or longer documents."
         )
     print(f"documents ({len(result.documents)}): {', '.join(result.documents)}", file=stream)
+    print("\n" + per_document_table(result), file=stream)
     for label, cap in result.capped_at.items():
         if cap is not None:
             print(f"{label} stopped at {cap} tokens (--baseline-max-length): no figures past it", file=stream)
