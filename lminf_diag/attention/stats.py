@@ -53,7 +53,7 @@ class StatsRequest:
 
 
 def reduce_block(
-    s: torch.Tensor,  # (B, H, nb, K) fp32 scores, -inf where not attended
+    s: torch.Tensor,  # (B, H, nb, K) fp32 scores, a large negative finite value where not attended
     p: torch.Tensor,  # (B, H, nb, K) fp32 probabilities
     lse: torch.Tensor,  # (B, H, nb)
     dist: torch.Tensor,  # (nb, K) true distance q_pos - k_pos (raw, also where masked)
@@ -63,9 +63,8 @@ def reduce_block(
     req: StatsRequest,
     n_far: int = 0,
 ) -> dict:
-    logp = (s - lse[..., None]).masked_fill(p == 0, 0.0)
     out = {
-        "entropy": -(p * logp).sum(-1),
+        "entropy": lse - torch.linalg.vecdot(p, s),  # -sum p log p, log p = s - lse; p = 0 where masked
         "max_logit": s.amax(-1),
         "lse": lse,
         "sink_mass": p[..., k_pos < req.sink_tokens].sum(-1),
@@ -87,10 +86,11 @@ def _dist_mass(p, dist, edges_np, n_far: int) -> torch.Tensor:
         out.scatter_add_(-1, idx.expand(*p.shape[:-1], n_far), p[..., :n_far])
     loc, d = p[..., n_far:], dist[:, n_far:]
     if loc.shape[-1]:
-        cs = torch.nn.functional.pad(loc.cumsum(-1), (1, 0))  # (B, H, nb, Kl + 1)
+        cs = loc.cumsum(-1)  # (B, H, nb, Kl)
         neg = (-d).contiguous()  # ascending along the key axis
         cnt = torch.searchsorted(neg, (-edges).expand(d.shape[0], -1).contiguous(), right=True)
-        ge = cs.gather(-1, cnt.expand(*p.shape[:-1], -1))  # mass at distance >= edge
+        # mass at distance >= edge: the first cnt keys (0 when cnt = 0)
+        ge = cs.gather(-1, (cnt - 1).clamp(min=0).expand(*p.shape[:-1], -1)) * (cnt > 0)
         out += ge[..., :-1] - ge[..., 1:]
     return out
 
