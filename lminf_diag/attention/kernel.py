@@ -163,7 +163,7 @@ def explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, 
         lse = (top + z.log()).squeeze(-1)
         if need_output:
             vv = torch.cat(parts_v, -2) if len(parts_v) > 1 else parts_v[0]
-            o = p @ vv  # (B, Hkv, g, nb, Dv)
+            o = _grouped_matmul(p, vv[:, :, 0])  # (B, Hkv, g, nb, Dv)
             out[:, a:b] = o.reshape(B, H, b - a, dv).transpose(1, 2).to(v.dtype)
         if stats is not None:
             dist = torch.cat(parts_d, -1) if fe else d_loc
@@ -188,8 +188,16 @@ def _rows_per_block(plan: Plan, q_pos: torch.Tensor, nk: int, n_far: int, bh: in
     return max(1, min(nq, by_waste, by_memory))
 
 
+def _grouped_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, Hkv, g, nb, X) @ (B, Hkv, X, Y) -> (B, Hkv, g, nb, Y), without copying b once per group
+    (broadcasting a (B, Hkv, 1, X, Y) operand makes batched matmul expand it g times)."""
+    B, hkv, g, nb, x = a.shape
+    return (a.reshape(B, hkv, g * nb, x) @ b).view(B, hkv, g, nb, -1)
+
+
 def _scores(qb: torch.Tensor, kb: torch.Tensor, scaling: float, softcap: float | None) -> torch.Tensor:
-    s = (qb * scaling) @ kb.transpose(-1, -2)  # scale the few query rows, not the scores
+    """Scaled scores (B, Hkv, g, nb, K) of queries (B, Hkv, g, nb, D) against keys (B, Hkv, 1, K, D)."""
+    s = _grouped_matmul(qb * scaling, kb[:, :, 0].transpose(-1, -2))  # scale the few query rows
     if softcap:
         s = torch.tanh(s / softcap) * softcap
     return s

@@ -70,7 +70,7 @@ def reduce_block(
         "sink_mass": p[..., k_pos < req.sink_tokens].sum(-1),
         "dist_mass": _dist_mass(p, dist, req.dist_edges, n_far),
     }
-    if req.profile_rows:
+    if req.profile_rows and not set(req.profile_rows).isdisjoint(q_pos.tolist()):  # rows of this block
         out["profiles"] = _profiles(s, dist.masked_fill(~ok, -1), q_pos, req)
     return out
 
