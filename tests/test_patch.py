@@ -19,9 +19,10 @@ def _ids(n=N, seed=1):
     return torch.randint(3, 128, (1, n), generator=torch.Generator().manual_seed(seed))
 
 
-def _reference_logits(model, ids, mode, limit):
+def _reference_logits(model, ids, mode, limit, **extra):
+    """Logits under the dense reference; `extra`: its top-k settings (top_k, top_k_from, top_k_distance)."""
     prev = model.config._attn_implementation
-    reference.configure(mode, N_LOCAL, N_GLOBAL, limit, rope_info(model))
+    reference.configure(mode, N_LOCAL, N_GLOBAL, limit, rope_info(model), **extra)
     model.set_attn_implementation("lminf_test_reference")
     try:
         return model(ids).logits

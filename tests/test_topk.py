@@ -21,26 +21,16 @@ from lminf_diag.patch import current_spec, lm_infinite, patch
 from lminf_diag.patch.cache import LambdaLayer
 
 from . import reference
-from .tiny import extend_gptj_table, rope_info, tiny_model
+from .test_patch import N_GLOBAL, N_LOCAL, N, _ids
+from .test_patch import _reference_logits as _patch_reference
+from .tiny import extend_gptj_table, tiny_model
 
-N, N_LOCAL, N_GLOBAL, TOP_K = 48, 16, 3, 3
+TOP_K = 3
 MODES = ["lambda", "mask_only", "window"]
 
 
-def _ids(n=N, seed=1):
-    return torch.randint(3, 128, (1, n), generator=torch.Generator().manual_seed(seed))
-
-
 def _reference_logits(model, ids, mode, limit, top_k, top_k_from, distance):
-    prev = model.config._attn_implementation
-    reference.configure(mode, N_LOCAL, N_GLOBAL, limit, rope_info(model), top_k=top_k, top_k_from=top_k_from,
-                        top_k_distance=distance)
-    model.set_attn_implementation("lminf_test_reference")
-    try:
-        return model(ids).logits
-    finally:
-        model.set_attn_implementation(prev)
-        reference.configure()
+    return _patch_reference(model, ids, mode, limit, top_k=top_k, top_k_from=top_k_from, top_k_distance=distance)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt_neox", "gptj"])

@@ -16,6 +16,18 @@ from .nll import token_nll
 from .recorder import capture
 from .trace import Trace
 
+AUTO_STRIDE_MAX_FULL = 1024  # up to this many tokens: every row
+AUTO_STRIDE_ROWS = 256  # beyond: about this many evenly spaced rows (plus log-spaced ones)
+
+
+def auto_stride(length: int) -> int:
+    """The default query-row stride of the statistics: 1 up to 1024 tokens, else length // 256.
+
+    >>> auto_stride(1024), auto_stride(16384)
+    (1, 64)
+    """
+    return 1 if length <= AUTO_STRIDE_MAX_FULL else max(1, length // AUTO_STRIDE_ROWS)
+
 
 def default_hidden_layers(n_layers: int) -> list[int]:
     """Layers of the paper's position-PCA figure that exist in this model: 1, 2, 4, n/3, 2n/3."""

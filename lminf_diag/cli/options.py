@@ -28,8 +28,6 @@ from lminf_diag.data import default_text
 from lminf_diag.models.embedded import DEFAULT_MODEL
 
 DEFAULT_LENGTH = 16384
-AUTO_STRIDE_MAX_FULL = 1024  # up to this many tokens: every row
-AUTO_STRIDE_ROWS = 256  # beyond: about this many evenly spaced rows (plus log-spaced ones)
 
 
 def bounded_int(minimum: int, explain: str = "") -> Callable[[str], int]:
@@ -85,9 +83,9 @@ def resolve_stride(stride: int | str, length: int) -> int:
     >>> resolve_stride("auto", 1024), resolve_stride("auto", 16384), resolve_stride(3, 16384)
     (1, 64, 3)
     """
-    if stride != "auto":
-        return int(stride)
-    return 1 if length <= AUTO_STRIDE_MAX_FULL else max(1, length // AUTO_STRIDE_ROWS)
+    from lminf_diag.capture.compare import auto_stride
+
+    return auto_stride(length) if stride == "auto" else int(stride)
 
 
 def examples_epilog(*lines: str) -> str:
@@ -200,8 +198,8 @@ def add_capture_options(p: argparse.ArgumentParser) -> None:
         "--stride",
         type=parse_stride,
         default="auto",
-        help=f"record statistics every STRIDE query rows; auto (default) = 1 up to {AUTO_STRIDE_MAX_FULL} "
-        f"tokens, else length // {AUTO_STRIDE_ROWS}",
+        help="record statistics every STRIDE query rows; auto (default) = 1 up to 1024 tokens, "
+        "else length // 256",
     )
 
 

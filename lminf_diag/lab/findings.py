@@ -47,7 +47,7 @@ def lab_findings(result: LabResult) -> list[str]:
             r2 = _num(b.get("position_probe_r2"))
             if r2:
                 bits.append(f"position probe R² {r2} over the whole window")
-        if f and f.probe_r2_in_range == f.probe_r2_in_range:
+        if f and math.isfinite(f.probe_r2_in_range):
             bits.append(f"within T a linear probe reads position from its hidden states with R² "
                         f"{f.probe_r2_in_range:.2f}")
         if f and "baseline" in f.fluent_until:

@@ -71,8 +71,8 @@ def cell_figures(cmp: Any) -> tuple[dict[str, dict[str, float]], Any]:
     """Key figures per label from the analyzers and the traces' losses; and the entropy result."""
     from lminf_diag.analyze import entropy_growth, logit_explosion, position_subspaces
 
-    ent, lg = entropy_growth(cmp, per_head=False).summary(), logit_explosion(cmp).summary()
-    pos = position_subspaces(cmp).summary()
+    growth = entropy_growth(cmp, per_head=False)
+    ent, lg, pos = growth.summary(), logit_explosion(cmp).summary(), position_subspaces(cmp).summary()
     out = {}
     for lab, trace in cmp.traces.items():
         T = trace.meta.train_len
@@ -88,7 +88,7 @@ def cell_figures(cmp: Any) -> tuple[dict[str, dict[str, float]], Any]:
             "nll_beyond": beyond,
             "nll_ratio": beyond / within if within else float("nan"),
         }
-    return out, entropy_growth(cmp, per_head=False)
+    return out, growth
 
 
 def in_range_loss(nll: np.ndarray, train_len: int) -> float:
@@ -170,9 +170,8 @@ def run_lab(settings: LabSettings = LabSettings(), run_dir: Any = None, progress
     """
     import torch
 
-    from lminf_diag.capture.compare import compare
+    from lminf_diag.capture.compare import auto_stride, compare
     from lminf_diag.capture.nll import token_nll
-    from lminf_diag.cli.options import resolve_stride
     from lminf_diag.data import load_text, token_window
     from lminf_diag.evaluate.cells import CellStore, Steps
     from lminf_diag.patch import lm_infinite, through_kernel
@@ -194,7 +193,7 @@ def run_lab(settings: LabSettings = LabSettings(), run_dir: Any = None, progress
                     t0 = time.perf_counter()
                     ids = token_window(tok, text, length, repeat=True)
                     cmp = compare(model, input_ids=ids, modes=("lambda",), n_global=settings.n_global,
-                                  n_local=T, stride=resolve_stride("auto", length), text_source=source)
+                                  n_local=T, stride=auto_stride(length), text_source=source)
                     figs, ent = cell_figures(cmp)
                     n, curves = entropy_curve(ent)
                     saved = {"figures": figs, "labels": list(curves),
