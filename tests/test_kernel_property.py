@@ -315,11 +315,11 @@ def test_attend_edge_cases(case):
 
 def test_block_boundaries_and_long_windows(monkeypatch):
     """Several fused row blocks (ROWS lowered) and several explicit blocks (BLOCK_ELEMENTS lowered)."""
+    import lminf_diag.attention.explicit as explicit
     import lminf_diag.attention.fused as fused
-    import lminf_diag.attention.kernel as kernel
 
     monkeypatch.setattr(fused, "ROWS", 3)
-    monkeypatch.setattr(kernel, "BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(explicit, "BLOCK_ELEMENTS", 64)
     for mode, path, n_local in itertools.product(MODES, ("prefill", "stats", "cache_sparse"), (2, 3, 4, 7)):
         check(
             Case(

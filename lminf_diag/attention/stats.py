@@ -1,8 +1,8 @@
 """Streaming attention statistics, reduced block by block from the scores the kernel used.
 
 Nothing n x n is kept: for each block of query rows the kernel hands its fp32 scores `s`
-(B, H, nb, K), probabilities `p` and log-sum-exp to `reduce_block`, which returns per-row
-statistics; the capture layer writes them into its buffers.
+(B, H, nb, K), probabilities `p` and the block's key columns to `reduce_block`, which returns
+per-row statistics; the capture layer writes them into its buffers.
 """
 
 from __future__ import annotations
@@ -53,46 +53,106 @@ class StatsRequest:
 
 
 def reduce_block(
-    s: torch.Tensor,  # (B, H, nb, K) fp32 scores, a large negative finite value where not attended
-    p: torch.Tensor,  # (B, H, nb, K) fp32 probabilities
-    lse: torch.Tensor,  # (B, H, nb)
-    dist: torch.Tensor,  # (nb, K) true distance q_pos - k_pos (raw, also where masked)
-    ok: torch.Tensor,  # (nb, K) bool, attended pairs
-    k_pos: torch.Tensor,  # (K,) key positions: n_far far keys, then local keys ascending
-    q_pos: torch.Tensor,  # (nb,) query positions
+    s: torch.Tensor,  # (B, H, nb, K) fp32 scores, MASKED (-1e30) where not attended
+    p: torch.Tensor,  # (B, H, nb, K) fp32 probabilities (exactly 0 where not attended)
+    cols,  # explicit.Columns: positions of the block's key columns and which rows attend them
     req: StatsRequest,
-    n_far: int = 0,
+    scratch: torch.Tensor | None = None,  # (B, H, nb, K) fp32 buffer that may be overwritten
 ) -> dict:
+    """Per-row statistics of one block of query rows; each value is (B, H, nb) or (B, H, nb, bins)."""
+    top = s.amax(-1)  # every row attends at least itself
+    lse = _log_sum_exp(s, p, cols, top)
+    ps = torch.mul(p, s) if scratch is None else torch.mul(p, s, out=scratch)
     out = {
-        "entropy": lse - torch.linalg.vecdot(p, s),  # -sum p log p, log p = s - lse; p = 0 where masked
-        "max_logit": s.amax(-1),
+        "entropy": lse - ps.sum(-1),  # -sum p log p with log p = s - lse
+        "max_logit": top,
         "lse": lse,
-        "sink_mass": p[..., k_pos < req.sink_tokens].sum(-1),
-        "dist_mass": _dist_mass(p, dist, req.dist_edges, n_far),
+        "sink_mass": _sink_mass(p, cols, req.sink_tokens),
+        "dist_mass": _dist_mass(p, cols, req.dist_edges),
     }
+    q_pos = cols.q_pos
     if req.profile_rows and not set(req.profile_rows).isdisjoint(q_pos.tolist()):  # rows of this block
-        out["profiles"] = _profiles(s, dist.masked_fill(~ok, -1), q_pos, req)
+        dist = cols.distances().masked_fill(~cols.attended(0, s.shape[-1]), -1)
+        out["profiles"] = _profiles(s, dist, q_pos, req)
     return out
 
 
-def _dist_mass(p, dist, edges_np, n_far: int) -> torch.Tensor:
-    """Mass per distance bin. Far keys: scatter-add; local keys (distance decreasing along the
-    key axis): a cumulative sum read at the bin edges, which costs one pass over the block."""
+def _log_sum_exp(s, p, cols, top) -> torch.Tensor:
+    """lse = s_j - log p_j for any attended key j; j is the likelier of each row's first and last
+    attended local key (no pass over the block). Rows where both are below 1e-30 (log p_j would
+    lose precision) use the largest probability, exp(top - lse), instead."""
+    fe = cols.fe
+    idx = torch.stack((fe + cols.lo, fe + cols.hi - 1), -1).expand(*p.shape[:-1], 2)  # (B, H, nb, 2)
+    pj, sj = p.gather(-1, idx), s.gather(-1, idx)
+    pick = pj.argmax(-1, keepdim=True)
+    pj, sj = pj.gather(-1, pick).squeeze(-1), sj.gather(-1, pick).squeeze(-1)
+    lse = sj - torch.log(pj)
+    low = pj < 1e-30
+    if bool(low.any()):
+        lse = torch.where(low, top - torch.log(p.amax(-1)), lse)
+    return lse
+
+
+def _sink_mass(p, cols, n: int) -> torch.Tensor:
+    """Mass on the keys at positions < n (a prefix of the far columns and of the local ones)."""
+    fe = cols.fe
+    a1 = int(torch.searchsorted(cols.far_pos, n)) if fe else 0
+    a2 = int(torch.searchsorted(cols.loc_pos, n))
+    return p[..., :a1].sum(-1) + p[..., fe : fe + a2].sum(-1)
+
+
+def _dist_mass(p, cols, edges_np) -> torch.Tensor:
+    """Mass per distance bin. Far keys: scatter-add. Local keys (distance decreasing along the
+    columns): the keys at distance >= edge are a prefix of each row, so a bin's mass is the
+    difference of two prefix sums."""
     edges = torch.as_tensor(edges_np, device=p.device)
     nbins = len(edges_np) - 1
     out = torch.zeros(*p.shape[:-1], nbins, dtype=p.dtype, device=p.device)
-    if n_far:
-        idx = (torch.bucketize(dist[:, :n_far].clamp(min=0), edges, right=True) - 1).clamp(0, nbins - 1)
-        out.scatter_add_(-1, idx.expand(*p.shape[:-1], n_far), p[..., :n_far])
-    loc, d = p[..., n_far:], dist[:, n_far:]
-    if loc.shape[-1]:
-        cs = loc.cumsum(-1)  # (B, H, nb, Kl)
-        neg = (-d).contiguous()  # ascending along the key axis
-        cnt = torch.searchsorted(neg, (-edges).expand(d.shape[0], -1).contiguous(), right=True)
-        # mass at distance >= edge: the first cnt keys (0 when cnt = 0)
-        ge = cs.gather(-1, (cnt - 1).clamp(min=0).expand(*p.shape[:-1], -1)) * (cnt > 0)
+    fe = cols.fe
+    if fe:
+        dist = cols.q_pos[:, None] - cols.far_pos[None, :]
+        idx = (torch.bucketize(dist.clamp(min=0), edges, right=True) - 1).clamp(0, nbins - 1)
+        out.scatter_add_(-1, idx.expand(*p.shape[:-1], fe), p[..., :fe])
+    if cols.loc_pos.shape[0]:
+        # cnt[r, e]: number of local keys at distance >= edges[e] from row r
+        cnt = torch.searchsorted(cols.loc_pos, cols.q_pos[:, None] - edges[None, :], right=True)
+        ge = prefix_sums(p[..., fe:], cnt)  # (B, H, nb, edges)
         out += ge[..., :-1] - ge[..., 1:]
     return out
+
+
+def prefix_sums(x: torch.Tensor, cnt: torch.Tensor) -> torch.Tensor:
+    """Sums of the first cnt[r, e] entries of each row r of x: (..., nb, K), (nb, E) -> (..., nb, E).
+
+    Within a block the counts of one column e differ by at most the rows' spread, so each is a
+    segment sum up to the smallest count (shared by all rows: one pass over x in all) plus a
+    short remainder per row, read from one window of columns per e. For widely spread rows one
+    cumulative sum is cheaper.
+
+    Example:
+        >>> prefix_sums(torch.ones(2, 5), torch.tensor([[0, 3], [5, 1]])).tolist()
+        [[0.0, 3.0], [5.0, 1.0]]
+    """
+    nb, E = cnt.shape
+    lead, K = x.shape[:-2], x.shape[-1]
+    cmin = cnt.min(0).values  # (E,)
+    width = int((cnt.max(0).values - cmin).max())
+    if width * E > K // 2:
+        cs = x.cumsum(-1)
+        return cs.gather(-1, (cnt - 1).clamp(min=0).expand(*lead, nb, E)) * (cnt > 0)
+    cuts, which = torch.unique(cmin, return_inverse=True)  # ascending
+    segs, prev = [], 0
+    for c in cuts.tolist():
+        segs.append(x[..., prev:c].sum(-1))
+        prev = c
+    shared = torch.stack(segs, -1).cumsum(-1)[..., which]  # (..., nb, E)
+    if width == 0:
+        return shared
+    starts = cmin.clamp(max=K - width)  # (E,) windows [start, start + width) inside the row
+    tiles = torch.stack([x[..., a : a + width] for a in starts.tolist()], -2)  # (..., nb, E, W)
+    col = starts[:, None] + torch.arange(width, device=x.device)[None, :]  # (E, W)
+    valid = (col[None] >= cmin[None, :, None]) & (col[None] < cnt[:, :, None])  # (nb, E, W)
+    return shared + tiles.mul_(valid.to(x.dtype)).sum(-1)
 
 
 def _profiles(s, dist, q_pos, req) -> list[tuple[int, torch.Tensor]]:
