@@ -1,6 +1,7 @@
 """The explicit path's block machinery against independent references: blocks run side by side
-on threads, prefix sums over a block's columns, the log-sum-exp when a row's first and last keys
-carry no mass, and gradients through the explicit path."""
+on threads, the compiled row kernel and the torch-operations fallback, prefix sums over a
+block's columns, the log-sum-exp when a row's first and last keys carry no mass, and gradients
+through the explicit path."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ def two_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def native_mode(request, monkeypatch):
+    """Run a test with the compiled row kernel and with the torch-operations fallback."""
+    if request.param == "torch":
+        monkeypatch.setattr(explicit, "rowstats", lambda: None)
+    elif explicit.rowstats() is None:
+        pytest.skip("the compiled CPU statistics kernel could not be built here")
+    return request.param
+
+
 def test_blocks_on_threads_match_the_pairwise_reference(monkeypatch, two_threads):
     """Many small blocks, run by several worker threads, against the per-pair float64 reference."""
     monkeypatch.setattr(explicit, "BLOCK_ELEMENTS", 48)
@@ -33,7 +44,7 @@ def test_blocks_on_threads_match_the_pairwise_reference(monkeypatch, two_threads
                    seed=3))
 
 
-def test_threaded_blocks_equal_one_thread_bitwise(monkeypatch, two_threads):
+def test_threaded_blocks_equal_one_thread_bitwise(monkeypatch, two_threads, native_mode):
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 4, 300, 8, generator=gen) for _ in range(3))
     k, v = k[:, :2], v[:, :2]
@@ -70,7 +81,7 @@ def test_prefix_sums_match_a_loop(rows):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_statistics_when_first_and_last_keys_carry_no_mass():
+def test_statistics_when_first_and_last_keys_carry_no_mass(native_mode):
     """One middle key dominates by ~150 nats, so the first and last attended keys have
     probability 0 in fp32: lse, entropy and masses still match a float64 reference."""
     n, D = 12, 4
@@ -120,3 +131,40 @@ def test_gradients_through_the_explicit_path():
     (ref.transpose(1, 2) ** 2).sum().backward()
     for a, b in ((qg, qr), (kg, kr), (vg, vr)):
         torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_both_statistics_paths_match_the_pairwise_reference(monkeypatch, native_mode):
+    monkeypatch.setattr(explicit, "BLOCK_ELEMENTS", 40)
+    for mode, path, positions in itertools.product(MODES, ("stats", "stats_rows", "cache_sparse"), ("rope", "alibi")):
+        check(Case(kv_heads=1, group=3, n=31, n_local=6, n_global=2, limit=5, mode=mode, path=path, n_q=13,
+                   positions=positions, seed=5))
+
+
+def test_compiled_row_kernel_against_float64():
+    """Rows of awkward lengths (not multiples of the vector width, longer than one 256-element
+    chunk), masked entries, and cut columns at 0, K and in between."""
+    mod = explicit.rowstats()
+    if mod is None:
+        pytest.skip("the compiled CPU statistics kernel could not be built here")
+    gen = torch.Generator().manual_seed(6)
+    for K in (1, 7, 8, 9, 300, 1031):
+        nb, heads = 3, 2
+        s = torch.randn(heads * nb, K, generator=gen) * 4
+        if K > 2:
+            s[::2, -2:] = -1e30  # masked
+        cuts = torch.sort(torch.randint(0, K + 1, (nb, 5), generator=gen), 1, descending=True).values
+        cuts[:, 0], cuts[:, -1] = K, 0
+        p = torch.empty_like(s)
+        top, lse, ent = torch.empty(heads * nb), torch.empty(heads * nb), torch.empty(heads * nb)
+        pref = torch.empty(heads * nb, 5)
+        mod.softmax_stats(s, p, cuts.contiguous(), top, lse, ent, pref)
+        sd = s.double()
+        want_p = torch.softmax(sd, -1)
+        torch.testing.assert_close(p.double(), want_p, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(top.double(), sd.amax(-1), rtol=0, atol=0)
+        want_lse = torch.logsumexp(sd, -1)
+        torch.testing.assert_close(lse.double(), want_lse, rtol=1e-6, atol=1e-6)
+        want_ent = -(want_p * torch.log(want_p.clamp_min(1e-300))).sum(-1)
+        torch.testing.assert_close(ent.double(), want_ent, rtol=1e-6, atol=1e-5)
+        cs = torch.cat((torch.zeros(heads * nb, 1, dtype=torch.float64), want_p.cumsum(-1)), -1)
+        torch.testing.assert_close(pref.double(), cs.gather(-1, cuts.repeat(heads, 1)), rtol=1e-6, atol=1e-6)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .native import rowstats
 from .spec import Plan
-from .stats import StatsRequest, reduce_block
+from .stats import StatsRequest, local_counts, reduce_block
 
 BLOCK_ELEMENTS = 1 << 22  # fp32 score elements per block (16 MB); 4 MB blocks made the matmuls
 # slower and 64 MB blocks the elementwise passes (measured on 2 CPU cores)
@@ -113,6 +114,8 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
     workers = _workers(dev, grad, len(starts))
     intra = max(1, torch.get_num_threads() // workers)
     local = threading.local()
+    native = rowstats() if stats is not None and dev.type == "cpu" and not grad else None
+    edges = torch.as_tensor(stats.dist_edges, device=dev) if stats is not None else None
 
     def block(a: int) -> None:
         bufs = getattr(local, "bufs", None)
@@ -146,7 +149,10 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
             s4.addcmul_(neg_slopes, d)  # bias -slope * distance
         _mask(s4, cols)
         p = bufs.get(1, G, g * nb, K)
-        if p is None:
+        fused = None
+        if native is not None and kl:
+            fused = _native_softmax_stats(native, s, p, cols, edges, (B, H, nb))
+        elif p is None:
             p = torch.softmax(s, -1)
         else:
             torch.ops.aten._softmax.out(s, -1, False, out=p)  # one fused pass (max, exp, sum, scale)
@@ -157,7 +163,8 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
             out[:, a:b] = o.view(B, H, nb, dv).transpose(1, 2).to(v.dtype)
         if stats is not None:
             with torch.no_grad():
-                res = reduce_block(s4, p.view(B, H, nb, K), cols, stats, scratch=bufs.get(2, B, H, nb, K))
+                scratch = bufs.get(2, B, H, nb, K) if fused is None else None
+                res = reduce_block(s4, p.view(B, H, nb, K), cols, stats, scratch=scratch, fused=fused)
                 stats.sink(slice(a, b), res)
 
     if workers > 1:
@@ -167,6 +174,21 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
         for a in starts:
             block(a)
     return out
+
+
+def _native_softmax_stats(native, s, p, cols: Columns, edges: torch.Tensor, lead: tuple) -> dict:
+    """Softmax of the block into p plus max, lse, entropy and the local prefix sums at the distance
+    edges, in one compiled pass per row (see `native/rowstats.cpp`)."""
+    K = s.shape[-1]
+    fe, n_rows = cols.fe, lead[0] * lead[1] * lead[2]
+    cnt = local_counts(cols, edges) + fe  # (nb, edges) block columns at distance >= each edge
+    cuts = torch.cat((cnt, torch.full_like(cnt[:, :1], fe)), 1).contiguous()  # + the far/local border
+    top, lse, ent = (torch.empty(n_rows, device=s.device) for _ in range(3))
+    pref = torch.empty(n_rows, cuts.shape[1], device=s.device)
+    native.softmax_stats(s.view(n_rows, K), p.view(n_rows, K), cuts, top, lse, ent, pref)
+    pref = pref.view(*lead, -1)
+    return {"top": top.view(lead), "lse": lse.view(lead), "entropy": ent.view(lead),
+            "ge": pref[..., :-1] - pref[..., -1:]}
 
 
 def _workers(dev: torch.device, grad: bool, blocks: int) -> int:

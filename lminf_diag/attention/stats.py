@@ -58,23 +58,35 @@ def reduce_block(
     cols,  # explicit.Columns: positions of the block's key columns and which rows attend them
     req: StatsRequest,
     scratch: torch.Tensor | None = None,  # (B, H, nb, K) fp32 buffer that may be overwritten
+    fused: dict | None = None,  # top, lse, entropy (B, H, nb) and ge (B, H, nb, edges) already computed
 ) -> dict:
     """Per-row statistics of one block of query rows; each value is (B, H, nb) or (B, H, nb, bins)."""
-    top = s.amax(-1)  # every row attends at least itself
-    lse = _log_sum_exp(s, p, cols, top)
-    ps = torch.mul(p, s) if scratch is None else torch.mul(p, s, out=scratch)
+    if fused is None:
+        top = s.amax(-1)  # every row attends at least itself
+        lse = _log_sum_exp(s, p, cols, top)
+        ps = torch.mul(p, s) if scratch is None else torch.mul(p, s, out=scratch)
+        ent, ge = lse - ps.sum(-1), None  # -sum p log p with log p = s - lse
+    else:
+        top, lse, ent, ge = fused["top"], fused["lse"], fused["entropy"], fused["ge"]
     out = {
-        "entropy": lse - ps.sum(-1),  # -sum p log p with log p = s - lse
+        "entropy": ent,
         "max_logit": top,
         "lse": lse,
         "sink_mass": _sink_mass(p, cols, req.sink_tokens),
-        "dist_mass": _dist_mass(p, cols, req.dist_edges),
+        "dist_mass": _dist_mass(p, cols, req.dist_edges, ge),
     }
     q_pos = cols.q_pos
     if req.profile_rows and not set(req.profile_rows).isdisjoint(q_pos.tolist()):  # rows of this block
         dist = cols.distances().masked_fill(~cols.attended(0, s.shape[-1]), -1)
         out["profiles"] = _profiles(s, dist, q_pos, req)
     return out
+
+
+def local_counts(cols, edges: torch.Tensor) -> torch.Tensor:
+    """(nb, edges) int64: the number of local keys at distance >= each edge, for each row; the
+    keys at distance >= an edge are the first that many local columns (distance decreases along
+    the columns)."""
+    return torch.searchsorted(cols.loc_pos, cols.q_pos[:, None] - edges[None, :], right=True)
 
 
 def _log_sum_exp(s, p, cols, top) -> torch.Tensor:
@@ -101,10 +113,10 @@ def _sink_mass(p, cols, n: int) -> torch.Tensor:
     return p[..., :a1].sum(-1) + p[..., fe : fe + a2].sum(-1)
 
 
-def _dist_mass(p, cols, edges_np) -> torch.Tensor:
-    """Mass per distance bin. Far keys: scatter-add. Local keys (distance decreasing along the
-    columns): the keys at distance >= edge are a prefix of each row, so a bin's mass is the
-    difference of two prefix sums."""
+def _dist_mass(p, cols, edges_np, ge: torch.Tensor | None = None) -> torch.Tensor:
+    """Mass per distance bin. Far keys: scatter-add. Local keys: the keys at distance >= edge are
+    a prefix of each row's local columns, so a bin's mass is the difference of two prefix sums
+    (`ge`, (B, H, nb, edges), when already computed)."""
     edges = torch.as_tensor(edges_np, device=p.device)
     nbins = len(edges_np) - 1
     out = torch.zeros(*p.shape[:-1], nbins, dtype=p.dtype, device=p.device)
@@ -113,10 +125,9 @@ def _dist_mass(p, cols, edges_np) -> torch.Tensor:
         dist = cols.q_pos[:, None] - cols.far_pos[None, :]
         idx = (torch.bucketize(dist.clamp(min=0), edges, right=True) - 1).clamp(0, nbins - 1)
         out.scatter_add_(-1, idx.expand(*p.shape[:-1], fe), p[..., :fe])
-    if cols.loc_pos.shape[0]:
-        # cnt[r, e]: number of local keys at distance >= edges[e] from row r
-        cnt = torch.searchsorted(cols.loc_pos, cols.q_pos[:, None] - edges[None, :], right=True)
-        ge = prefix_sums(p[..., fe:], cnt)  # (B, H, nb, edges)
+    if ge is None and cols.loc_pos.shape[0]:
+        ge = prefix_sums(p[..., fe:], local_counts(cols, edges))  # (B, H, nb, edges)
+    if ge is not None:
         out += ge[..., :-1] - ge[..., 1:]
     return out
 
