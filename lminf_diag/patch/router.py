@@ -17,6 +17,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from ..attention.explicit import release_workspace
 from ..attention.kernel import attend
 from ..attention.rotary import RotaryOps, ensure_gptj_table, hf_table
 from ..attention.spec import FULL, LambdaSpec, Plan
@@ -200,5 +201,6 @@ def release_if_idle(model) -> None:
     router = _ROUTERS.get(model)
     if router is not None and router.spec is None and router.recorder is None:
         uninstall(model)
+        release_workspace()
 
 
