@@ -168,3 +168,20 @@ def test_compiled_row_kernel_against_float64():
         torch.testing.assert_close(ent.double(), want_ent, rtol=1e-6, atol=1e-5)
         cs = torch.cat((torch.zeros(heads * nb, 1, dtype=torch.float64), want_p.cumsum(-1)), -1)
         torch.testing.assert_close(pref.double(), cs.gather(-1, cuts.repeat(heads, 1)), rtol=1e-6, atol=1e-6)
+
+
+def test_kernel_falls_back_to_torch_when_the_compiled_kernel_cannot_be_built(monkeypatch):
+    import torch.utils.cpp_extension as cpp
+
+    import lminf_diag.attention.native as native
+
+    def fail(**kw):
+        raise OSError("no C++ compiler found")
+
+    monkeypatch.setattr(cpp, "load", fail)
+    monkeypatch.setattr(native, "_STATE", {"tried": False, "module": None})
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found.*torch operations instead"):
+        assert native.rowstats() is None
+    assert native.rowstats() is None  # tried once, no second warning
+    monkeypatch.setenv("LMINF_DIAG_NATIVE", "0")
+    assert native.rowstats() is None
