@@ -14,14 +14,29 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import sys
 import threading
 import warnings
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("rowstats.cpp")
-NAME = "lminf_diag_rowstats"
+
+def _cpu_tag() -> str:
+    """Short tag of this CPU's instruction sets: the kernel is built with -march=native, so a
+    cache shared by different machines keeps one build per kind of CPU."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:8]
+
+
+NAME = f"lminf_diag_rowstats_{_cpu_tag()}"
 _LOCK = threading.Lock()
 _STATE: dict = {"tried": False, "module": None}
 
