@@ -18,6 +18,7 @@ plain causal attention, where a block is rows x keys.
 
 from __future__ import annotations
 
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,14 +87,8 @@ class _Buffers:
         return self
 
     def get(self, i: int, *shape: int) -> torch.Tensor | None:
-        if not self.enabled:
-            return None
-        n = 1
-        for x in shape:
-            n *= x
-        if self.bufs[i].numel() < n:
-            self.bufs[i] = torch.empty(n, device=self.device)
-        return self.bufs[i][:n].view(*shape)
+        """A view of buffer i (reserved large enough by `reserve`), or None when disabled."""
+        return self.bufs[i][: math.prod(shape)].view(*shape) if self.enabled else None
 
 
 def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, alibi, softcap,
@@ -116,24 +111,25 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
     neg_slopes = -alibi.float().to(dev).view(1, H, 1, 1) if alibi is not None else None
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
     rows = rows_per_block(plan, q_pos, nk, n_far, B * H)
-    starts = range(0, nq, rows)
-    workers = _workers(dev, grad, len(starts))
+    blocks = [(a, _columns(plan, q_pos[a : a + rows], k_pos, n_far)) for a in range(0, nq, rows)]
+    workers = _workers(dev, grad, len(blocks))
     intra = max(1, torch.get_num_threads() // workers)
     local = threading.local()
     native = rowstats() if stats is not None and dev.type == "cpu" and not grad else None
     count = 3 if stats is not None and native is None else 2
-    spare = _workspace(dev, workers, _largest_block(plan, q_pos, k_pos, n_far, rows) * B * H, count, not grad)
+    largest = max(c.q_pos.shape[0] * (c.fe + c.loc_pos.shape[0]) for _, c in blocks)  # rows x columns
+    spare = _workspace(dev, workers, largest * B * H, count, not grad)
     edges = torch.as_tensor(stats.dist_edges, device=dev) if stats is not None else None
 
-    def block(a: int) -> None:
+    def block(item: tuple[int, Columns]) -> None:
+        a, cols = item
         bufs = getattr(local, "bufs", None)
         if bufs is None:
             if workers > 1:
                 torch.set_num_threads(intra)  # per thread: the caller's setting is unchanged
             bufs = local.bufs = spare.pop()
-        b = min(nq, a + rows)
-        nb = b - a
-        cols = _columns(plan, q_pos[a:b], k_pos, n_far)
+        nb = cols.q_pos.shape[0]
+        b = a + nb
         first, fe, kl = cols.first, cols.fe, cols.loc_pos.shape[0]
         K = fe + kl
         qb = (qg[:, :, :, a:b].float() * scaling).reshape(G, g * nb, D)
@@ -177,10 +173,10 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
 
     if workers > 1:
         with ThreadPoolExecutor(workers, thread_name_prefix="lminf-block") as pool:
-            list(pool.map(block, starts))
+            list(pool.map(block, blocks))
     else:
-        for a in starts:
-            block(a)
+        for item in blocks:
+            block(item)
     return out
 
 
@@ -202,21 +198,6 @@ def _workspace(dev, workers: int, elements: int, count: int, enabled: bool) -> l
 def release_workspace() -> None:
     """Free the buffers kept between calls (a call in progress keeps its own until it ends)."""
     _WORKSPACE.clear()
-
-
-def _largest_block(plan: Plan, q_pos: torch.Tensor, k_pos: torch.Tensor, n_far: int, rows: int) -> int:
-    """Largest rows x key columns of the blocks of a call (see `_columns`)."""
-    nq, w = q_pos.shape[0], plan.n_local
-    a = torch.arange(0, nq, rows, device=q_pos.device)
-    z = (a + rows).clamp(max=nq) - 1
-    last = torch.searchsorted(k_pos, q_pos[z], right=True)
-    if w is None:
-        cols = last
-    else:
-        first = torch.searchsorted(k_pos, q_pos[a] - w + 1)
-        fe = torch.searchsorted(k_pos, q_pos[z] - w + 1).clamp(max=n_far)
-        cols = fe + last - first
-    return int(((z - a + 1) * cols).max())
 
 
 def _native_softmax_stats(native, s, p, cols: Columns, edges: torch.Tensor, lead: tuple) -> dict:
