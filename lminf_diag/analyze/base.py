@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
+    from lminf_diag.analyze.estimate import Estimate, Verdict
+
 MAX_POINTS = 2000
 BASELINE_COLOR = "#1f77b4"
 PATCHED_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -30,7 +32,10 @@ class AnalysisResult:
     """Base of every analyzer's result: per-label key figures, a table and plotly figures.
 
     Subclasses fill `labels` (baseline first), `train_len` (None if unknown), and override
-    `title`, `description` (plain words: what the figures show), `summary`, `to_frame`, `figures`.
+    `title`, `description` (plain words: what the figures show), `key_figures` (the estimates
+    with intervals between windows that the report's table shows), `verdicts` (one per factor
+    and label where the result decides one), `findings` (sentences generated from verdicts and
+    intervals), `to_frame` and `figures`. `summary` is derived from `key_figures`.
     """
 
     labels: list[str] = field(default_factory=list)
@@ -38,9 +43,24 @@ class AnalysisResult:
     title: str = ""
     description: str = ""
 
+    def key_figures(self) -> list[Estimate]:
+        """The result's key figures, each an `Estimate` with its interval and n (report order)."""
+        return []
+
+    def verdicts(self) -> list[Verdict]:
+        """The verdicts this result decides (factor, label, present/absent/inconclusive)."""
+        return []
+
+    def findings(self) -> list[str]:
+        """Plain-word sentences, each generated from a verdict or an interval of this result."""
+        return []
+
     def summary(self) -> dict[str, dict[str, float]]:
-        """label -> {key figure: plain float} (NaN where undefined)."""
-        raise NotImplementedError
+        """label -> {key figure name: estimate} from `key_figures` (NaN where undefined)."""
+        out: dict[str, dict[str, float]] = {}
+        for e in self.key_figures():
+            out.setdefault(e.label, {})[e.figure] = float(e.estimate)
+        return out
 
     def to_frame(self) -> pd.DataFrame:
         """The result as a long-format pandas DataFrame with a `label` column."""

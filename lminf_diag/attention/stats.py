@@ -35,13 +35,31 @@ def profile_grid(max_distance: int, points: int = 256) -> np.ndarray:
     return np.unique(np.concatenate([lin, np.round(log).astype(np.int64)])).astype(np.int64)
 
 
+PAIR_FRACTION = 8  # the paired logit bands hold m = train_len // PAIR_FRACTION distances each
+
+
+def pair_anchors(train_len: int) -> dict[int, tuple[int, int, int]]:
+    """{pivot: (pivot - m, pivot, pivot + m)} for the pivots T (the real test) and T // 2 (its null).
+
+    Factor 1 compares, row by row, the largest logit at distances (pivot, pivot + m] with the
+    largest at the m nearest distances below, (pivot - m, pivot]: equal key counts, same query.
+    At pivot T // 2 nothing is out of distribution: that is the null.
+
+    >>> pair_anchors(8192)
+    {4096: (3072, 4096, 5120), 8192: (7168, 8192, 9216)}
+    """
+    m = max(1, int(train_len) // PAIR_FRACTION)
+    return {p: (p - m, p, p + m) for p in (int(train_len) // 2, int(train_len)) if p - m >= 0}
+
+
 @dataclass
 class StatsRequest:
     """What one layer should measure, and where the per-block results go.
 
     sink:  called as sink(rows: slice, stats: dict[str, Tensor]) for each query block; the dict
            holds entropy, max_logit, lse, sink_mass (B, H, nb), dist_mass (B, H, nb, bins) and
-           optionally profiles: list of (row_position, (B, H, P) running max) for profile rows.
+           optionally profiles: list of (row_position, (B, H, P) running max, (B, H, P) band max)
+           for profile rows (see `_profiles`).
     """
 
     sink: Callable[[slice, dict], None]
@@ -166,7 +184,13 @@ def prefix_sums(x: torch.Tensor, cnt: torch.Tensor) -> torch.Tensor:
     return shared + tiles.mul_(valid.to(x.dtype)).sum(-1)
 
 
-def _profiles(s, dist, q_pos, req) -> list[tuple[int, torch.Tensor]]:
+def _profiles(s, dist, q_pos, req) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(row_position, running max (B, H, P), band max (B, H, P)) for the profile rows of the block.
+
+    The running max at grid point d_j is the largest logit over distances <= d_j; the band max
+    is the largest over distances in (d_{j-1}, d_j] (d_{-1} = -1), NaN where the row attends no
+    key in the band. Distances are true distances (capped far keys sit at their true distance).
+    """
     wanted = set(req.profile_rows)
     grid = torch.as_tensor(req.profile_dist, device=s.device)
     res = []
@@ -180,5 +204,10 @@ def _profiles(s, dist, q_pos, req) -> list[tuple[int, torch.Tensor]]:
         inside = grid <= pos
         prof = torch.full((*s.shape[:2], len(grid)), float("nan"), device=s.device)
         prof[..., inside] = run[..., grid[inside]]
-        res.append((pos, prof))
+        band_of = torch.searchsorted(grid, torch.arange(pos + 1, device=s.device))  # (pos+1,) first d_j >= d
+        band = torch.full((*s.shape[:2], len(grid) + 1), float("-inf"), device=s.device)
+        band.scatter_reduce_(-1, band_of.expand(*s.shape[:2], pos + 1), vals, "amax")
+        band = band[..., : len(grid)]
+        band = band.masked_fill(torch.isinf(band), float("nan"))
+        res.append((pos, prof, band))
     return res

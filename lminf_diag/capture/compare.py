@@ -57,7 +57,7 @@ def run_trace(model, input_ids: torch.Tensor, *, label: str = "baseline", patch:
     t0 = time.perf_counter()
     ctx = lm_infinite(model, **patch, train_len=info.train_len) if patch else _null()
     with ctx, capture(model, layers=layers, heads=heads, hidden_layers=hidden_layers, stride=stride,
-                      hidden_stride=hidden_stride) as rec:
+                      hidden_stride=hidden_stride, train_len=info.train_len) as rec:
         nll = token_nll(model, input_ids)
     trace = rec.trace
     trace.nll = nll

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..attention.stats import StatsRequest, log_edges, profile_grid
+from ..attention.stats import StatsRequest, log_edges, pair_anchors, profile_grid
 from ..errors import InvalidArgumentError
 from ..patch.router import install, release_if_idle
 from .hidden import HiddenHooks, decoder_layers
@@ -31,12 +31,35 @@ class CaptureConfig:
     hidden_layers: Sequence[int] = ()
     hidden_stride: int = 1
     sink_tokens: int = 4
-    profile_rows: Sequence[int] | None = None  # None = last row + 4 spread over the sequence
+    profile_rows: Sequence[int] | None = None  # None = `default_profile_rows(n, train_len)`
     stride: int = 1
+    train_len: int | None = None  # adds profile rows past it and the paired-band distances
 
 
-def default_profile_rows(n: int) -> list[int]:
-    return sorted({max(0, n * k // 8 - 1) for k in (1, 2, 4, 6)} | {n - 1})
+PROFILE_ROWS_BEYOND = 64  # profile rows spread over (T, n] by default
+
+
+def default_profile_rows(n: int, train_len: int | None = None) -> list[int]:
+    """The last row, 4 spread over the sequence and, past `train_len`, 64 evenly spread over (T, n).
+
+    >>> len(default_profile_rows(16384, 8192))
+    69
+    >>> default_profile_rows(64)
+    [7, 15, 31, 47, 63]
+    """
+    rows = {max(0, n * k // 8 - 1) for k in (1, 2, 4, 6)} | {n - 1}
+    if train_len and n - 1 > train_len:
+        rows |= set(np.unique(np.linspace(train_len + 1, n - 1, PROFILE_ROWS_BEYOND).astype(np.int64)).tolist())
+    return sorted(rows)
+
+
+def profile_distances(n: int, train_len: int | None = None) -> np.ndarray:
+    """The profile grid (`profile_grid(n)`) plus the paired-band edges of `pair_anchors(train_len)`."""
+    grid = profile_grid(n)
+    if train_len:
+        extra = [d for trio in pair_anchors(train_len).values() for d in trio if 0 <= d <= n]
+        grid = np.unique(np.concatenate([grid, np.asarray(extra, dtype=np.int64)]))
+    return grid
 
 
 def _versions() -> dict:
@@ -68,20 +91,21 @@ class Recorder:
         self.slot = {layer: i for i, layer in enumerate(self.layers)}
         self.n = 0
         self.bufs: dict[str, np.ndarray] = {}
-        self.profiles: dict[tuple[int, int], np.ndarray] = {}
+        self.profiles: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.hidden: HiddenHooks | None = None
         self.label, self.patch_settings = "baseline", None
 
     def _setup(self, n: int) -> None:
         cfg = self.cfg
         self.n = n
-        self.rows_profile = sorted({r for r in (cfg.profile_rows or default_profile_rows(n)) if 0 <= r < n})
+        rows = cfg.profile_rows or default_profile_rows(n, cfg.train_len)
+        self.rows_profile = sorted({r for r in rows if 0 <= r < n})
         pos = set(range(0, n, cfg.stride)) | set(self.rows_profile) | {n - 1}
         if cfg.stride > 1:  # log-spaced rows too, so fits against ln n see short contexts
             pos |= set(np.unique(np.geomspace(1, n, 64).astype(np.int64) - 1).tolist())
         self.positions = np.asarray(sorted(pos), dtype=np.int64)
         self.edges = log_edges(n)
-        self.grid = profile_grid(n)
+        self.grid = profile_distances(n, cfg.train_len)
         L, H, M = len(self.layers), len(self.heads) if self.heads else self.n_heads, len(self.positions)
         for name in ("entropy", "max_logit", "lse", "sink_mass"):
             self.bufs[name] = np.full((L, H, M), np.nan, dtype=np.float32)
@@ -112,9 +136,9 @@ class Recorder:
             arr = res[name][0]
             arr = arr[hsel] if hsel is not None else arr
             self.bufs[name][slot, :, rows] = arr.detach().float().cpu().numpy().astype(self.bufs[name].dtype)
-        for pos, prof in res.get("profiles", []):
-            p = prof[0][hsel] if hsel is not None else prof[0]
-            self.profiles[(slot, pos)] = p.detach().cpu().numpy()
+        for pos, prof, band in res.get("profiles", []):
+            p, b = (prof[0][hsel], band[0][hsel]) if hsel is not None else (prof[0], band[0])
+            self.profiles[(slot, pos)] = (p.detach().cpu().numpy(), b.detach().cpu().numpy())
 
     @property
     def trace(self) -> Trace:
@@ -124,8 +148,10 @@ class Recorder:
         L = len(self.layers)
         H = self.bufs["entropy"].shape[1]
         prof = np.full((L, H, len(self.rows_profile), len(self.grid)), np.nan, dtype=np.float32)
-        for (slot, pos), arr in self.profiles.items():
+        band = np.full_like(prof, np.nan)
+        for (slot, pos), (arr, bmax) in self.profiles.items():
             prof[slot, :, self.rows_profile.index(pos)] = arr
+            band[slot, :, self.rows_profile.index(pos)] = bmax
         hid = self.hidden
         hidden = hid.states if hid is not None and hid.states is not None else np.zeros((0, 0, 0), np.float16)
         meta = TraceMeta(n_tokens=self.n, label=self.label, patch=self.patch_settings,
@@ -141,6 +167,7 @@ class Recorder:
             profile_rows=np.asarray(self.rows_profile, dtype=np.int64),
             profile_dist=self.grid,
             logit_profile=prof,
+            profile_band=band,
             hidden_layers=np.asarray(hid.indices if hid else [], dtype=np.int64),
             hidden_positions=hid.positions if hid and hid.positions is not None else np.zeros(0, np.int64),
             hidden=hidden,
@@ -150,7 +177,8 @@ class Recorder:
 
 @contextmanager
 def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: int = 1,
-            hidden_positions: int | None = None, sink_tokens: int = 4, profile_rows=None, stride: int = 1):
+            hidden_positions: int | None = None, sink_tokens: int = 4, profile_rows=None, stride: int = 1,
+            train_len: int | None = None):
     """Record attention statistics (and hidden states) of the next forward pass.
 
     Works on the baseline model and under `lm_infinite` alike; statistics come from the same
@@ -161,7 +189,8 @@ def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: 
         ...     model(ids)
         >>> rec.trace.entropy.shape                                      # (layers, heads, positions)
     """
-    cfg = CaptureConfig(layers, heads, tuple(hidden_layers), hidden_stride, sink_tokens, profile_rows, stride)
+    cfg = CaptureConfig(layers, heads, tuple(hidden_layers), hidden_stride, sink_tokens, profile_rows, stride,
+                        train_len)
     rec = Recorder(model, cfg)
     router = install(model)
     if router.recorder is not None:

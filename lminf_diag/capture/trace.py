@@ -10,6 +10,7 @@ R = profile rows, P = profile distances, K = hidden layers, M = hidden positions
     entropy, max_logit, lse, sink_mass   (L, H, N) float32
     dist_mass                            (L, H, N, B) float16, rows sum to 1
     logit_profile                        (L, H, R, P) float32, NaN where P > row position
+    profile_band                         (L, H, R, P) float32, max logit over distances (d_{j-1}, d_j]
     hidden                               (K, M, D) float16
     nll                                  (N,) float32, nll[0] = NaN, nll[t] = -log p(x_t | x_<t)
 """
@@ -39,8 +40,9 @@ TRACE_FORMAT_VERSION = 1
 ARRAY_FIELDS = (
     "layers", "heads", "positions", "entropy", "max_logit", "lse", "sink_mass", "dist_mass",
     "dist_edges", "profile_rows", "profile_dist", "logit_profile", "hidden_layers",
-    "hidden_positions", "hidden", "nll",
+    "hidden_positions", "hidden", "nll", "profile_band",
 )  # fmt: skip
+OPTIONAL_FIELDS = ("profile_band",)  # absent from traces saved by earlier versions: NaN-filled on load
 STATS = ("entropy", "max_logit", "lse", "sink_mass")  # the (L, H, N) statistics to_frame accepts
 
 
@@ -81,6 +83,11 @@ class Trace:
     hidden_positions: np.ndarray  # (M,) positions of the stored hidden states
     hidden: np.ndarray  # (K, M, D) float16
     nll: np.ndarray  # (n_tokens,) per-token negative log-likelihood, nll[0] = NaN (all tokens, not strided)
+    profile_band: np.ndarray | None = None  # (L, H, R, P) max logit over distances (d_{j-1}, d_j]; NaN: none
+
+    def __post_init__(self) -> None:
+        if self.profile_band is None or np.shape(self.profile_band) != np.shape(self.logit_profile):
+            self.profile_band = np.full(np.shape(self.logit_profile), np.nan, dtype=np.float32)
 
     @property
     def n_tokens(self) -> int:
@@ -160,17 +167,17 @@ class Trace:
                 arrays = {name: z[name] for name in z.files}
         except (OSError, ValueError, EOFError) as e:
             raise RunDirectoryError(f"{src / ARRAYS_FILE}: unreadable npz archive ({e})") from e
-        missing = [n for n in ARRAY_FIELDS if n not in arrays]
+        missing = [n for n in ARRAY_FIELDS if n not in arrays and n not in OPTIONAL_FIELDS]
         if missing:
             raise RunDirectoryError(f"{src / ARRAYS_FILE}: missing arrays {missing}")
         shapes = info.get("arrays", {})
         for name in ARRAY_FIELDS:
-            want = shapes.get(name, {}).get("shape")
+            want = shapes.get(name, {}).get("shape") if name in arrays else None
             if want is not None and list(arrays[name].shape) != list(want):
                 raise RunDirectoryError(
                     f"{src}: array {name!r} has shape {arrays[name].shape}, meta.json says {tuple(want)}"
                 )
-        return cls(meta=TraceMeta(**raw_meta), **{n: arrays[n] for n in ARRAY_FIELDS})
+        return cls(meta=TraceMeta(**raw_meta), **{n: arrays[n] for n in ARRAY_FIELDS if n in arrays})
 
     def to_frame(self, stat: str = "entropy", reduce: str | None = "heads") -> pd.DataFrame:
         """One (L, H, N) statistic in long format.
