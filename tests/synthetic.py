@@ -10,6 +10,7 @@ ln(T), logits and loss that stay flat.
 Planted values (so that tests can compute expected figures by hand):
     max_logit[l, h, p]        = LOGIT_BASE[l, h] + g[l, h] * log2(max(p + 1, T) / T)
     logit_profile[l, h, r, j] = LOGIT_BASE[l, h] + g[l, h] * log2(max(d_j, T) / T)  (NaN if d_j > row_r)
+    profile_band[l, h, r, j]  = logit_profile[l, h, r, j] (the logit rises with d: a band's max is at d_j)
     g = planted_growth(L, H) for "uniform", 0 for "flat"
     nll[p] = NLL_BASE (1 <= p < T), NLL_BASE + NLL_GROWTH * ln((p + 1) / T) (p >= T, "uniform" only)
     hidden[k, m] = HIDDEN_SCALE * (ln(pos + 1) - mean) * u + HIDDEN_NOISE * noise (+ SINK_OFFSET * v, pos < 4)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lminf_diag.attention.stats import pair_anchors
 from lminf_diag.capture.comparison import Comparison
 from lminf_diag.capture.trace import Trace, TraceMeta
 from lminf_diag.errors import InvalidArgumentError
@@ -88,12 +90,16 @@ def make_trace(
     hidden_dim: int = 32,
     hidden_layers: int = 2,
     first_token_outliers: bool | None = None,
+    growth: float = 1.0,
+    window_noise: float = 0.0,
 ) -> Trace:
     """A trace with analytic statistics (see the module docstring).
 
     hidden_planted=False stores the log-position direction for shuffled positions (no position
     information); first_token_outliers (default: hidden_planted) pushes the first 4 tokens'
-    hidden states SINK_OFFSET away along a separate direction.
+    hidden states SINK_OFFSET away along a separate direction. `growth` scales the planted logit
+    growth g; `window_noise` > 0 multiplies it by (1 + window_noise * z), z ~ N(0, 1) drawn from
+    `seed`, so that seeds play independent windows.
 
     >>> t = make_trace(n=64, train_len=16)
     >>> float(t.entropy[0, 0, 9]) == float(np.float32(np.log(10)))
@@ -109,14 +115,20 @@ def make_trace(
     edges = log_bin_edges(n)
     mass, keys = _dist_mass(n, train_len, flat, edges)  # (N, B), (N,)
     base = logit_base(layers, heads)[:, :, None]  # (L, H, 1)
-    growth = np.zeros((layers, heads, 1)) if flat else planted_growth(layers, heads)[:, :, None]
+    scale = growth * (1.0 + window_noise * np.random.default_rng(10_000 + seed).normal())
+    growth = np.zeros((layers, heads, 1)) if flat else scale * planted_growth(layers, heads)[:, :, None]
     max_logit = base + growth * np.log2(np.maximum(p + 1, train_len) / train_len)  # (L, H, N)
     rows = np.unique([n // 4, n // 2, n - 1])  # (R,)
-    dist = np.unique(np.concatenate([[0], 2 ** np.arange(int(np.log2(n - 1)) + 1 if n > 2 else 1), [n - 1]]))
+    anchors = [d for trio in pair_anchors(train_len).values() for d in trio if d <= n - 1]
+    dist = np.unique(
+        np.concatenate([[0], 2 ** np.arange(int(np.log2(n - 1)) + 1 if n > 2 else 1), [n - 1], anchors])
+    ).astype(np.int64)
     prof = base[..., None] + growth[..., None] * np.log2(
         np.maximum(dist, train_len) / train_len
     )  # (L, H, 1, P)
     prof = np.where(dist[None, :] <= rows[:, None], prof, np.nan)  # (L, H, R, P)
+    # the planted logit rises with distance, so a band's max sits at its far edge: band = prof
+    band = np.broadcast_to(prof, (layers, heads, rows.size, dist.size)).astype(np.float32)
     nll = np.full(n, NLL_BASE)
     if not flat:
         nll = np.where(p >= train_len, NLL_BASE + NLL_GROWTH * np.log(np.maximum(p + 1, 1) / train_len), nll)
@@ -152,6 +164,7 @@ def make_trace(
         hidden_positions=p.astype(np.int64),
         hidden=_hidden(n, hidden_layers, hidden_dim, hidden_planted, outliers, seed),
         nll=nll.astype(np.float32),
+        profile_band=band,
     )
 
 

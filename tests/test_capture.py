@@ -53,13 +53,21 @@ def _expected(s, p, sink_tokens, edges, rows, grid):
         sel = (d >= edges[b]) & (d < edges[b + 1])
         dist[..., b] = (p * sel).sum(-1)
     prof = np.full((s.shape[0], len(rows), len(grid)), np.nan)
+    band = np.full_like(prof, np.nan)
     for r, row in enumerate(rows):
         vals = s[:, row, row::-1]  # (H, row+1) logits by distance 0..row
         run = np.maximum.accumulate(vals, axis=-1)
+        prev = -1
         for gi, dd in enumerate(grid):
             if dd <= row:
                 prof[:, r, gi] = run[:, dd]
-    return dict(entropy=ent, max_logit=mx, lse=lse, sink_mass=sink, dist_mass=dist, logit_profile=prof)
+            seg = vals[:, prev + 1 : min(dd, row) + 1]  # distances (prev, dd]
+            if seg.shape[1] and np.isfinite(seg).any():
+                band[:, r, gi] = np.where(np.isfinite(seg), seg, -np.inf).max(-1)
+                band[:, r, gi][~np.isfinite(seg).any(-1)] = np.nan
+            prev = dd
+    return dict(entropy=ent, max_logit=mx, lse=lse, sink_mass=sink, dist_mass=dist, logit_profile=prof,
+                profile_band=band)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt_neox", "qwen3"])
@@ -77,7 +85,7 @@ def test_statistics_match_dense_reference(family, mode):
         # difference of the layers below (about 1e-6 relative), so they get 1e-5.
         tol = 1e-6 if li == 0 else 1e-5
         want = _expected(s, p, 2, tr.dist_edges, list(tr.profile_rows), tr.profile_dist)
-        for name in ("entropy", "max_logit", "lse", "sink_mass", "logit_profile"):
+        for name in ("entropy", "max_logit", "lse", "sink_mass", "logit_profile", "profile_band"):
             np.testing.assert_allclose(getattr(tr, name)[li], want[name], rtol=tol, atol=tol, err_msg=name)
         # dist_mass is stored as float16 (3 significant digits)
         np.testing.assert_allclose(tr.dist_mass[li].astype(np.float64), want["dist_mass"], atol=1e-3)

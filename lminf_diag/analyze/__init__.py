@@ -12,6 +12,7 @@ import numpy as np
 
 from lminf_diag.analyze.base import AnalysisResult
 from lminf_diag.analyze.entropy import EntropyGrowthResult, EntropyStats, LogFit, entropy_growth
+from lminf_diag.analyze.estimate import Estimate, Verdict
 from lminf_diag.analyze.logits import LogitExplosionResult, LogitStats, TopHead, logit_explosion
 from lminf_diag.analyze.perplexity import PerplexityResult, PerplexityStats, perplexity_by_position
 from lminf_diag.analyze.positions import (
@@ -20,11 +21,14 @@ from lminf_diag.analyze.positions import (
     PositionSubspaceResult,
     position_subspaces,
 )
-from lminf_diag.capture.comparison import as_traces, common_train_len
+from lminf_diag.capture.windows import Replicate, as_windows, windows_train_len
 
 __all__ = [
     "AnalysisResult",
     "EntropyGrowthResult",
+    "Estimate",
+    "Verdict",
+    "Replicate",
     "EntropyStats",
     "LayerSubspace",
     "LogFit",
@@ -43,23 +47,27 @@ __all__ = [
 ]
 
 
-def analyze_all(trace_or_cmp, train_len: int | None = None) -> dict[str, AnalysisResult]:
-    """Run every analyzer that the traces have data for.
+def analyze_all(obj, train_len: int | None = None) -> dict[str, AnalysisResult]:
+    """Run every analyzer that the traces have data for, over one window or several.
 
+    `obj`: a Trace, a Comparison (one window) or a `Replicate` / list of Comparisons (K windows;
+    every key figure then carries an interval between windows).
     Keys, in this order: "logits" (skipped when no trace holds logit-profile rows), "entropy",
     "positions" (skipped when no hidden states were captured), "perplexity".
 
     >>> from tests.synthetic import make_comparison
-    >>> list(analyze_all(make_comparison(n=128, train_len=32)))
+    >>> list(analyze_all([make_comparison(n=128, train_len=32, seed=s) for s in range(2)]))
     ['logits', 'entropy', 'positions', 'perplexity']
     """
-    traces = as_traces(trace_or_cmp)
-    tl = common_train_len(traces, train_len)
+    windows = as_windows(obj)
+    tl = windows_train_len(windows, train_len)
+    rep = Replicate([dict(w) for w in windows])
+    traces = [t for w in windows for t in w.values()]
     out: dict[str, AnalysisResult] = {}
-    if any(np.asarray(t.logit_profile).size for t in traces.values()):
-        out["logits"] = logit_explosion(traces, train_len=tl)
-    out["entropy"] = entropy_growth(traces, train_len=tl)
-    if any(np.asarray(t.hidden).size for t in traces.values()):
-        out["positions"] = position_subspaces(traces, train_len=tl)
-    out["perplexity"] = perplexity_by_position(traces, train_len=tl)
+    if any(np.asarray(t.logit_profile).size for t in traces):
+        out["logits"] = logit_explosion(rep, train_len=tl)
+    out["entropy"] = entropy_growth(rep, train_len=tl)
+    if any(np.asarray(t.hidden).size for t in traces):
+        out["positions"] = position_subspaces(rep, train_len=tl)
+    out["perplexity"] = perplexity_by_position(rep, train_len=tl)
     return out

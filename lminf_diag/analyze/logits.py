@@ -1,19 +1,26 @@
 """Factor 1 of LM-Infinite: attention logits explode at distances never seen in training.
 
-`logit_profile[l, h, r, j]` is the running max of row r's logits over distances <= d_j, so
-each row's profile only rises with distance. Its envelope (mean, std and 10-90% quantiles over
-layers, heads and rows, NaN ignored) is compared within (d <= train_len) and beyond it.
-Logits can be negative, so the key figure is a difference in logit units:
+Measured per independent window, then estimated with a 95% interval between windows
+(`analyze.logit_stats` defines the statistics):
 
-    max_logit_within = max over d <= train_len of the mean envelope
-    max_logit_beyond = max over d >  train_len of the mean envelope
-    excess           = max_logit_beyond - max_logit_within   (~0 when logits stay in range)
-    envelope_ratio   = max_logit_beyond / max_logit_within, only when both are > 0, else NaN
+- runs that attend every key (baseline, `cap_only`): the *paired excess*, row by row the max
+  logit at distances (T, T + m] against the m nearest in-range distances (T - m, T], net of the
+  same statistic at a pretend training length T/2 (the null: nothing there is unseen);
+- Λ-masked runs (`lambda`, `mask_only`, `window`): past n_local such a row never scores a key at
+  an unseen *used* distance, so an excess that is zero by construction would test nothing. They
+  are read by the *used-logit shift*: the row-max logits they actually use past T against their
+  in-range rows, net of the same shift at T/2.
+
+Verdict `logit_explosion`: `present` when the net interval lies above MARGIN logit units,
+`absent` when it lies below, else `inconclusive`.
+
+The paper's reference script plots the running max of the last row's logits over distance
+(mean ± std over layers and samples); the envelope figure here is that curve, averaged over
+64+ profiled rows per window, with the band between windows.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,24 +29,27 @@ import plotly.graph_objects as go
 
 from lminf_diag.analyze.base import (
     AnalysisResult,
-    as_float,
     downsample_index,
     label_colors,
     line_figure,
     mark_train_len,
-    nanmax,
-    nanmean,
 )
-from lminf_diag.capture.comparison import as_traces, common_train_len
-from lminf_diag.capture.trace import Trace
+from lminf_diag.analyze.estimate import Estimate, Verdict, describe, estimate, paired_difference, verdict
+from lminf_diag.analyze.forest import add_band, forest_figure, window_band
+from lminf_diag.analyze.logit_stats import WindowLogitStats, attends_every_key, envelope, window_logit_stats
+from lminf_diag.analyze.names import display_name, sentence_start
+from lminf_diag.capture.windows import as_windows, window_labels, windows_train_len
 from lminf_diag.errors import InvalidArgumentError
 
+MARGIN = 0.25  # logit units (a factor of e^0.25 = 1.28 in attention odds)
+UNIT = "logit units"
 N_TOP = 5
+PAIRED, USED = "paired logit excess", "used-logit shift"
 
 
 @dataclass
 class TopHead:
-    """A (layer, head) whose mean profile rises most past the training length (logit units)."""
+    """A (layer, head) whose paired excess at T (mean over windows) is among the largest."""
 
     layer: int
     head: int
@@ -48,30 +58,14 @@ class TopHead:
 
 @dataclass
 class LogitStats:
-    """One label's envelope against distance and its row-max logits against position."""
+    """One label: per-window statistics and the curves drawn (distance grid of the first window)."""
 
     label: str
-    distance: np.ndarray  # (P,) tokens
-    mean: np.ndarray  # (P,) mean envelope over layers, heads, rows
-    std: np.ndarray  # (P,)
-    q10: np.ndarray  # (P,)
-    q90: np.ndarray  # (P,)
-    n_rows: np.ndarray  # (P,) finite (layer, head, row) values per distance
-    head_excess: np.ndarray  # (L, H) per-head excess
-    top_heads: list[TopHead]
-    position: np.ndarray  # (N,) query positions
-    layer_max_logit: np.ndarray  # (L, N) max_logit averaged over heads
-    max_logit_within: float = float("nan")
-    max_logit_beyond: float = float("nan")
-    excess: float = float("nan")
-    envelope_ratio: float = float("nan")
-    row_max_within: float = float("nan")  # mean of max_logit over layers, heads, positions < train_len
-    row_max_beyond: float = float("nan")  # same for positions >= train_len
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
-    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
+    windows: list[WindowLogitStats]
+    every_key: bool
+    distance: np.ndarray  # (P,)
+    envelopes: list[np.ndarray]  # W x (P,) mean running-max profile per window
+    top_heads: list[TopHead] = field(default_factory=list)
 
 
 @dataclass
@@ -79,48 +73,87 @@ class LogitExplosionResult(AnalysisResult):
     """Result of `logit_explosion`; `per_label` maps label -> LogitStats."""
 
     per_label: dict[str, LogitStats] = field(default_factory=dict)
+    n_windows: int = 0
     title: str = "Attention logits at unseen distances"
     description: str = (
-        "The largest attention logit a query gives to any key up to a given distance, averaged over "
-        "layers, heads and sampled rows (band: 10-90% of them). If the line climbs past the training "
-        "length, logits are exploding at distances the model never saw; the patched model should stay flat."
+        "Does a query score keys at distances never seen in training higher than in-range keys? "
+        "For runs that attend every key, each profiled row's largest logit at distances T..T+T/8 is "
+        "compared with its largest at the T/8 nearest in-range distances (equal key counts), net of the "
+        "same comparison at a pretend training length T/2. Λ-masked runs never use an unseen distance, "
+        "so for them the question is whether the logits they do use past T look like in-range ones. "
+        "Bars are 95% intervals between independent text windows; the curve is the running max over "
+        "distance (band: range between windows)."
     )
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """label -> max_logit_within, max_logit_beyond, excess, envelope_ratio, top_head_excess, row_max_*."""
-        out = {}
-        for lab, s in self.per_label.items():
-            out[lab] = {
-                "max_logit_within": s.max_logit_within,
-                "max_logit_beyond": s.max_logit_beyond,
-                "excess": s.excess,
-                "envelope_ratio": s.envelope_ratio,
-                "top_head_excess": s.top_heads[0].excess if s.top_heads else float("nan"),
-                "row_max_within": s.row_max_within,
-                "row_max_beyond": s.row_max_beyond,
-            }
-        return {lab: {k: float(v) for k, v in d.items()} for lab, d in out.items()}
+    def _estimates(self, lab: str) -> dict[str, Estimate]:
+        s = self.per_label[lab]
+        tl = self.train_len
+        half = tl // 2
+        out: dict[str, Estimate] = {}
+        for name, attr in ((PAIRED, "paired"), (USED, "used")):
+            if name == PAIRED and not s.every_key:
+                continue
+            at_t = [getattr(w, attr).get(tl, np.nan) for w in s.windows]
+            at_null = [getattr(w, attr).get(half, np.nan) for w in s.windows]
+            out[f"{name} at T"] = estimate(at_t, figure=f"{name} at T", label=lab, unit=UNIT)
+            out[f"{name} at T/2 (null)"] = estimate(at_null, figure=f"{name} at T/2 (null)", label=lab, unit=UNIT)
+            out[f"{name}, net"] = paired_difference(
+                at_t, at_null, figure=f"{name}, net of null", label=lab, unit=UNIT, null_name="same at T/2"
+            )
+        return out
+
+    def _headline(self, lab: str, est: dict[str, Estimate] | None = None) -> Estimate:
+        est = self._estimates(lab) if est is None else est
+        return est[f"{PAIRED}, net"] if self.per_label[lab].every_key else est[f"{USED}, net"]
+
+    def key_figures(self) -> list[Estimate]:
+        """Per label: the headline net estimate first, then its raw value and null."""
+        out = []
+        for lab in self.labels:
+            est = self._estimates(lab)
+            head = self._headline(lab, est)
+            out.append(head)
+            out += [e for e in est.values() if e is not head]
+        return out
+
+    def verdicts(self) -> list[Verdict]:
+        out = []
+        for lab in self.labels:
+            tests = (
+                "paired, count-matched max logit beyond T vs the nearest in-range distances, net of T/2"
+                if self.per_label[lab].every_key
+                else "row-max logits used past T vs in-range rows (far keys at the capped distance), net of T/2"
+            )
+            out.append(verdict("logit_explosion", self._headline(lab), MARGIN, tests))
+        return out
+
+    def findings(self) -> list[str]:
+        lines = []
+        for v in self.verdicts():
+            net = self._headline(v.label)
+            if self.per_label[v.label].every_key:
+                subject = f"For {display_name(v.label)}, logit explosion"
+                present, absent = "is present", "is absent"
+            else:
+                subject = sentence_start(f"{display_name(v.label)}'s logits past T (what it tests: the logits it uses)")
+                present, absent = "run above their in-range level", "stay at their in-range level"
+            lines.append(describe(v, net, subject=subject, present=present, absent=absent))
+        return lines
 
     def to_frame(self) -> pd.DataFrame:
-        """Envelope: columns label, distance, mean, std, q10, q90, n_rows."""
-        frames = [
-            pd.DataFrame(
-                {
-                    "label": lab,
-                    "distance": s.distance,
-                    "mean": s.mean,
-                    "std": s.std,
-                    "q10": s.q10,
-                    "q90": s.q90,
-                    "n_rows": s.n_rows,
-                }
-            )
-            for lab, s in self.per_label.items()
-        ]
-        return pd.concat(frames, ignore_index=True)
+        """Per window and label: paired excess and used-logit shift at T and at T/2."""
+        rows = []
+        for lab, s in self.per_label.items():
+            for i, w in enumerate(s.windows):
+                for pivot in sorted(w.used):
+                    rows.append(
+                        {"label": lab, "window": i, "pivot": pivot, "paired_excess": w.paired.get(pivot, np.nan),
+                         "used_shift": w.used[pivot], "paired_rows": w.paired_rows if pivot == self.train_len else np.nan}
+                    )
+        return pd.DataFrame(rows)
 
     def top_heads_frame(self) -> pd.DataFrame:
-        """Columns label, rank, layer, head, excess (top 5 per label, largest excess first)."""
+        """Columns label, rank, layer, head, excess (paired excess at T, mean over windows)."""
         rows = [
             {"label": lab, "rank": i + 1, "layer": h.layer, "head": h.head, "excess": h.excess}
             for lab, s in self.per_label.items()
@@ -129,128 +162,69 @@ class LogitExplosionResult(AnalysisResult):
         return pd.DataFrame(rows, columns=["label", "rank", "layer", "head", "excess"])
 
     def figures(self) -> list[go.Figure]:
-        """Envelope vs distance (log x) and mean row-max logit vs query position."""
+        """The net estimates with intervals; the running-max envelope against distance."""
+        forest = forest_figure(
+            [self._headline(lab) for lab in self.labels],
+            "Logit explosion, net of the T/2 null (95% interval between windows)",
+            f"{UNIT}",
+            margin=MARGIN,
+        )
         colors = label_colors(self.labels)
         env = line_figure(
-            self.title, "distance (tokens, log scale)", "running max logit (logit units)", log_x=True
+            "Running max of the logits over distance (mean over rows, layers and heads)",
+            "distance (tokens, log scale)", f"running max logit ({UNIT})", log_x=True,
         )
         for lab, s in self.per_label.items():
-            keep = np.nonzero((s.distance > 0) & np.isfinite(s.mean))[0]
-            keep = keep[downsample_index(keep.size, log=True)]
-            x = s.distance[keep]
-            band = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False}
-            env.add_trace(go.Scatter(x=x, y=s.q10[keep], **band))
-            env.add_trace(
-                go.Scatter(x=x, y=s.q90[keep], fill="tonexty", fillcolor=_rgba(colors[lab], 0.2), **band)
-            )
-            env.add_trace(
-                go.Scatter(x=x, y=s.mean[keep], name=lab, mode="lines+markers", line={"color": colors[lab]})
-            )
-        mark_train_len(env, self.train_len, log_x=True)
-        pos = line_figure(
-            "Largest attention logit per query",
-            "query position (tokens)",
-            "max logit, mean over heads (logit units)",
-        )
-        for lab, s in self.per_label.items():
-            if s.layer_max_logit.size == 0:
+            if not s.envelopes:
                 continue
-            idx = downsample_index(s.position.size)
-            lm = s.layer_max_logit[:, idx]  # (L, n_points)
-            band = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False}
-            pos.add_trace(go.Scatter(x=s.position[idx], y=-nanmax(-lm, 0), **band))
-            pos.add_trace(
-                go.Scatter(
-                    x=s.position[idx],
-                    y=nanmax(lm, 0),
-                    fill="tonexty",
-                    fillcolor=_rgba(colors[lab], 0.2),
-                    **band,
-                )
-            )
-            pos.add_trace(
-                go.Scatter(
-                    x=s.position[idx],
-                    y=nanmean(lm, 0),
-                    name=f"{lab} (band: min-max over layers)",
-                    line={"color": colors[lab]},
-                )
-            )
-        mark_train_len(pos, self.train_len)
-        return [env, pos]
+            mean, lo, hi = window_band(s.envelopes)
+            keep = np.nonzero((s.distance > 0) & np.isfinite(mean))[0]
+            keep = keep[downsample_index(keep.size, log=True)]
+            add_band(env, s.distance[keep], lo[keep], hi[keep], colors[lab])
+            env.add_trace(go.Scatter(x=s.distance[keep], y=mean[keep], name=lab, line={"color": colors[lab]}))
+        mark_train_len(env, self.train_len, log_x=True)
+        return [forest, env]
 
 
-def _quantiles(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """10% and 90% quantiles per column of (rows, P), NaN for all-NaN columns."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if flat.shape[0] == 0:
-            return np.full(flat.shape[1], np.nan), np.full(flat.shape[1], np.nan)
-        q = np.nanquantile(flat, [0.1, 0.9], axis=0)
-    return q[0], q[1]
-
-
-def _logit_stats(label: str, trace: Trace, train_len: int | None) -> LogitStats:
-    prof = np.asarray(trace.logit_profile, dtype=np.float64)  # (L, H, R, P)
-    n_l, n_h, _, n_p = prof.shape
-    dist = np.asarray(trace.profile_dist)  # (P,)
-    flat = prof.reshape(n_l * n_h * prof.shape[2], n_p)  # (L*H*R, P)
-    mean = nanmean(flat, 0)
-    with np.errstate(invalid="ignore"):
-        std = np.sqrt(nanmean((flat - mean) ** 2, 0))
-    q10, q90 = _quantiles(flat)
-    within = dist <= train_len if train_len is not None else np.ones(n_p, bool)
-    beyond = ~within
-    mx_in, mx_out = as_float(nanmax(mean[within])), as_float(nanmax(mean[beyond]))
-    head_env = nanmean(prof, axis=2)  # (L, H, P)
-    head_excess = nanmax(head_env[..., beyond], -1) - nanmax(head_env[..., within], -1)  # (L, H)
-    order = [int(i) for i in np.argsort(-np.nan_to_num(head_excess, nan=-np.inf).ravel(), kind="stable")]
-    top = [
-        TopHead(int(trace.layers[i // n_h]), int(trace.heads[i % n_h]), float(head_excess.ravel()[i]))
-        for i in order[:N_TOP]
-        if np.isfinite(head_excess.ravel()[i])
+def _top_heads(trace_layers: np.ndarray, trace_heads: np.ndarray, stats: list[WindowLogitStats]) -> list[TopHead]:
+    heads = [w.head_paired for w in stats if w.head_paired is not None]
+    if not heads:
+        return []
+    mean = np.nanmean(np.stack(heads), 0)  # (L, H)
+    n_h = mean.shape[1]
+    order = np.argsort(-np.nan_to_num(mean, nan=-np.inf).ravel(), kind="stable")[:N_TOP]
+    return [
+        TopHead(int(trace_layers[i // n_h]), int(trace_heads[i % n_h]), float(mean.ravel()[i]))
+        for i in order
+        if np.isfinite(mean.ravel()[i])
     ]
-    position = np.asarray(trace.positions)
-    layer_max = np.stack(
-        [nanmean(trace.max_logit[li], 0) for li in range(trace.max_logit.shape[0])]
-    )  # (L, N)
-    early = position < train_len if train_len is not None else np.ones(position.size, bool)
-    return LogitStats(
-        label=label,
-        distance=dist,
-        mean=mean,
-        std=std,
-        q10=q10,
-        q90=q90,
-        n_rows=np.isfinite(flat).sum(0),
-        head_excess=head_excess if head_excess.shape == (n_l, n_h) else np.full((n_l, n_h), np.nan),
-        top_heads=top,
-        position=position,
-        layer_max_logit=layer_max,
-        max_logit_within=mx_in,
-        max_logit_beyond=mx_out,
-        excess=mx_out - mx_in,
-        envelope_ratio=mx_out / mx_in if mx_in > 0 and mx_out > 0 else float("nan"),
-        row_max_within=as_float(nanmean(layer_max[:, early])),
-        row_max_beyond=as_float(nanmean(layer_max[:, ~early])),
-    )
 
 
-def logit_explosion(trace_or_cmp, *, train_len: int | None = None) -> LogitExplosionResult:
-    """Envelope of the running-max logit profile against distance, within vs beyond train_len.
+def logit_explosion(obj, *, train_len: int | None = None) -> LogitExplosionResult:
+    """Factor 1 over one window (a Trace or Comparison) or several (a `Replicate`).
 
-    Raises InvalidArgumentError when no trace holds profile rows.
+    Raises InvalidArgumentError when the training length is unknown or no trace has profile rows.
 
     >>> from tests.synthetic import make_comparison
-    >>> s = logit_explosion(make_comparison(n=256, train_len=64)).summary()
-    >>> s["baseline"]["excess"] > 0.5, abs(s["lambda"]["excess"]) < 1e-6
-    (True, True)
+    >>> r = logit_explosion([make_comparison(n=512, train_len=128, seed=s, growth=10) for s in range(3)])
+    >>> [(v.label, v.verdict) for v in r.verdicts()]
+    [('baseline', 'present'), ('lambda', 'absent')]
     """
-    traces = as_traces(trace_or_cmp)
-    if not any(np.asarray(t.logit_profile).size for t in traces.values()):
-        raise InvalidArgumentError(
-            "no trace holds logit profile rows; capture with profile rows to analyze logits"
+    windows = as_windows(obj)
+    labels = window_labels(windows)
+    tl = windows_train_len(windows, train_len)
+    if tl is None:
+        raise InvalidArgumentError("the training length is unknown; pass train_len=N")
+    if not any(np.asarray(t.logit_profile).size for w in windows for t in w.values()):
+        raise InvalidArgumentError("no trace holds logit profile rows; capture with profile rows to analyze logits")
+    per_label = {}
+    for lab in labels:
+        traces = [w[lab] for w in windows]
+        stats = [window_logit_stats(t, tl) for t in traces]
+        dist, _ = envelope(traces[0])
+        envs = [envelope(t)[1] for t in traces if np.array_equal(np.asarray(t.profile_dist), dist)]
+        per_label[lab] = LogitStats(
+            label=lab, windows=stats, every_key=attends_every_key(traces[0]), distance=dist, envelopes=envs,
+            top_heads=_top_heads(np.asarray(traces[0].layers), np.asarray(traces[0].heads), stats),
         )
-    tl = common_train_len(traces, train_len)
-    per_label = {lab: _logit_stats(lab, t, tl) for lab, t in traces.items()}
-    return LogitExplosionResult(labels=list(traces), train_len=tl, per_label=per_label)
+    return LogitExplosionResult(labels=labels, train_len=tl, per_label=per_label, n_windows=len(windows))

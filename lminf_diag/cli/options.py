@@ -28,6 +28,8 @@ from lminf_diag.data import default_text
 from lminf_diag.models.embedded import DEFAULT_MODEL
 
 DEFAULT_LENGTH = 16384
+DEFAULT_WINDOWS_MODEL = 4  # windows per run for a real model (each costs a forward pass per label)
+DEFAULT_WINDOWS = 16  # for the lab models (a forward pass is milliseconds)
 
 
 def bounded_int(minimum: int, explain: str = "") -> Callable[[str], int]:
@@ -148,6 +150,14 @@ def add_text_options(p: argparse.ArgumentParser, min_length: int = 2) -> None:
     g.add_argument(
         "--repeat", action="store_true", help="join copies of the text when it is shorter than --length"
     )
+    g.add_argument(
+        "--windows",
+        type=bounded_int(1, "independent token windows; 4 or more give an interval between windows"),
+        default=None,
+        help=f"independent windows of --length tokens, each a replicate of every figure (default "
+        f"{DEFAULT_WINDOWS} for the lab models, {DEFAULT_WINDOWS_MODEL} otherwise): the first from --text, "
+        "then from the other bundled books in turn, then later offsets; for a text file, offsets of it",
+    )
 
 
 def add_patch_options(p: argparse.ArgumentParser) -> None:
@@ -237,6 +247,35 @@ def labels(args: argparse.Namespace) -> list[str]:
     """The runs to do: "baseline" unless --patched-only, then each mode unless --baseline-only."""
     base = [] if getattr(args, "patched_only", False) else ["baseline"]
     return base + ([] if getattr(args, "baseline_only", False) else modes(args))
+
+
+def resolve_windows(args: argparse.Namespace) -> int:
+    """--windows, or its default: 16 for the shipped lab models, 4 for any other model.
+
+    >>> resolve_windows(argparse.Namespace(windows=None, model="lab-rope"))
+    16
+    >>> resolve_windows(argparse.Namespace(windows=None, model="smollm2-135m"))
+    4
+    """
+    if getattr(args, "windows", None):
+        return int(args.windows)
+    return DEFAULT_WINDOWS if str(getattr(args, "model", "")).startswith("lab-") else DEFAULT_WINDOWS_MODEL
+
+
+def window_texts(args: argparse.Namespace) -> list[str]:
+    """Where windows are cut from: --text first, then the other bundled books (a file: itself only).
+
+    >>> window_texts(argparse.Namespace(text="carroll-alice"))[:2]
+    ['carroll-alice', 'bryant-stories']
+    """
+    from lminf_diag.data import list_books
+
+    text = str(args.text)
+    name = text[:-4] if text.endswith(".txt") else text
+    books = list_books()
+    if name not in books:
+        return [text]
+    return [name] + [b for b in books if b != name]
 
 
 def human(args: argparse.Namespace) -> TextIO:

@@ -32,21 +32,31 @@ Analyzer = Callable[[dict], dict]  # {label: Trace} -> {section: AnalysisResult}
 
 @dataclass
 class Session:
-    """A loaded model and the token window it reads."""
+    """A loaded model and the token windows it reads (window 0 first)."""
 
     model: Any
     tokenizer: Any
     info: Any  # ModelInfo (training length already overridden by --train-len)
-    input_ids: Any  # (1, N) long tensor
-    text_source: str
+    windows: list  # [(Window, ids (1, N) long tensor)], K independent windows
+
+    @property
+    def input_ids(self) -> Any:
+        """The first window's tokens (1, N)."""
+        return self.windows[0][1]
+
+    @property
+    def text_source(self) -> str:
+        return self.windows[0][0].text
 
 
 def load_session(args: argparse.Namespace) -> Session:
-    """Read the text, load the model and cut the token window (text errors come before the model loads)."""
-    from lminf_diag.data import load_text, token_window
+    """Read the texts, load the model and cut K windows (text errors come before the model loads)."""
+    from lminf_diag.capture.windows import plan_windows
+    from lminf_diag.data import load_text
     from lminf_diag.models import load_model, model_info
 
-    text, source = load_text(args.text)
+    texts = options.window_texts(args)
+    load_text(texts[0])
     options.seed_everything(args.seed)
     model, tok = load_model(
         args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
@@ -58,8 +68,9 @@ def load_session(args: argparse.Namespace) -> Session:
             f"The training length of {args.model} is unknown (no max_position_embeddings or similar in its "
             "config); pass --train-len N, or --n-local N for the patch window."
         )
-    ids = token_window(tok, text, args.length, repeat=args.repeat)
-    return Session(model, tok, info, ids, source)
+    k = options.resolve_windows(args)
+    windows = plan_windows(tok, texts, args.length, k, repeat=args.repeat)
+    return Session(model, tok, info, windows)
 
 
 def warn_short_window(length: int, train_len: int | None) -> None:
@@ -82,18 +93,54 @@ def patch_settings(args: argparse.Namespace, mode: str, train_len: int | None) -
     }
 
 
-def capture_trace(session: Session, args: argparse.Namespace, label: str, stride: int):
-    """One forward pass of `label` ("baseline" or a mode) recording everything the analyzers use."""
+def capture_trace(session: Session, args: argparse.Namespace, label: str, stride: int, window: int = 0):
+    """One forward pass of `label` ("baseline" or a mode) over window `window`, recording everything
+    the analyzers use."""
     from lminf_diag.capture.compare import default_hidden_layers, run_trace
 
     info, model = session.info, session.model
-    ids = session.input_ids.to(next(model.parameters()).device)
+    where, ids = session.windows[window]
+    ids = ids.to(next(model.parameters()).device)
     patch = None if label == "baseline" else patch_settings(args, label, info.train_len)
     trace = run_trace(model, ids, label=label, patch=patch, layers=args.layers,
                       hidden_layers=default_hidden_layers(info.n_layers), stride=stride,
-                      hidden_stride=stride, text_source=session.text_source, train_len=info.train_len)
-    trace.meta.extra.update({"stride": stride, "seed": args.seed})
+                      hidden_stride=stride, text_source=where.text, train_len=info.train_len)
+    trace.meta.extra.update({"stride": stride, "seed": args.seed, "window": where.to_dict()})
     return trace
+
+
+def trace_key(label: str, window: int) -> str:
+    """The run-folder name of a label's trace in a window: the label for window 0, else label@wK.
+
+    >>> trace_key("lambda", 0), trace_key("lambda", 3)
+    ('lambda', 'lambda@w3')
+    """
+    return label if window == 0 else f"{label}@w{window}"
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """Inverse of `trace_key`.
+
+    >>> split_key("lambda@w3"), split_key("baseline")
+    (('lambda', 3), ('baseline', 0))
+    """
+    label, sep, w = key.rpartition("@w")
+    return (label, int(w)) if sep and w.isdigit() else (key, 0)
+
+
+def load_replicate(run: RunDir) -> Any:
+    """The saved traces of a run folder as a `Replicate` (only windows where every label finished)."""
+    from lminf_diag.capture.windows import Replicate
+
+    grouped: dict[int, dict[str, Any]] = {}
+    for key in run.trace_labels():
+        label, w = split_key(key)
+        grouped.setdefault(w, {})[label] = key
+    if not grouped:
+        raise InvalidArgumentError(f"{run.path} holds no finished trace yet; finish it by repeating its command.")
+    labels = list(grouped[min(grouped)])
+    complete = [w for w in sorted(grouped) if set(grouped[w]) == set(labels)]
+    return Replicate([{lab: run.load_trace(grouped[w][lab]) for lab in labels} for w in complete])
 
 
 def record_args(args: argparse.Namespace, stride: int) -> dict[str, Any]:
@@ -101,6 +148,7 @@ def record_args(args: argparse.Namespace, stride: int) -> dict[str, Any]:
     return {
         "model": args.model,
         "text": args.text,
+        "windows": options.resolve_windows(args),
         "length": args.length,
         "repeat": args.repeat,
         "baseline": "baseline" in options.labels(args),
@@ -116,44 +164,63 @@ def record_args(args: argparse.Namespace, stride: int) -> dict[str, Any]:
     }
 
 
-def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> dict:
-    """Every label's trace, captured now or loaded from the run folder; prints skipped steps."""
+def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
+    """Every label's trace in every window, captured now or loaded from the run folder, as a
+    `Replicate`; prints the finished steps it skips."""
+    from lminf_diag.capture.windows import Replicate
+
     labels = options.labels(args)
+    k = options.resolve_windows(args)
     stride = options.resolve_stride(args.stride, args.length)
-    done = [lab for lab in labels if run.has(trace_step(lab))]
+    keys = [(w, lab, trace_key(lab, w)) for w in range(k) for lab in labels]
+    done = {key for _, _, key in keys if run.has(trace_step(key))}
     if done:
-        steps = ", ".join(trace_step(lab) for lab in done)
-        print(f"resuming {run.path}: skipped finished steps {steps}", file=out_stream)
+        print(f"resuming {run.path}: skipped {len(done)} finished capture step(s)", file=out_stream)
     traces: dict = {}
-    if len(done) < len(labels):
+    if len(done) < len(keys):
         with timed("loading model and text", sys.stderr):
             session = load_session(args)
         n = session.input_ids.shape[1]
         warn_short_window(n, session.info.train_len)
-        progress = Progress(len(labels))
-        for lab in labels:
-            if lab in done:
-                progress.skip(f"{lab}: forward over {n} tokens")
+        progress = Progress(len(keys))
+        for w, lab, key in keys:
+            what = f"window {w + 1}/{k} ({session.windows[w][0].text}), {lab}: forward over {n} tokens"
+            if key in done:
+                progress.skip(what)
                 continue
-            with progress.step(f"{lab}: forward over {n} tokens") as step:
-                trace = capture_trace(session, args, lab, stride)
-            run.save_trace(lab, trace, seconds=step.seconds)
-            traces[lab] = trace
-    return {lab: traces[lab] if lab in traces else run.load_trace(lab) for lab in labels}
+            with progress.step(what) as step:
+                trace = capture_trace(session, args, lab, stride, w)
+            run.save_trace(key, trace, seconds=step.seconds)
+            traces[key] = trace
+    windows = [
+        {lab: traces[key] if key in traces else run.load_trace(key) for ww, lab, key in keys if ww == w}
+        for w in range(k)
+    ]
+    return Replicate(windows)
 
 
-def run_meta(run: RunDir, traces: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    """The metadata table of a report: what ran on which text, settings, time per step, versions."""
-    first = next(iter(traces.values()), None)
+def run_meta(run: RunDir, traces: Any, **extra: Any) -> dict[str, Any]:
+    """The metadata table of a report: what ran on which windows, settings, time per step, versions.
+
+    `traces`: a `Replicate`, a Comparison or a {label: Trace} dict (one window)."""
+    from lminf_diag.capture.windows import as_windows
+
+    windows = as_windows(traces)
+    first_window = windows[0]
+    first = next(iter(first_window.values()), None)
     args = run.info.get("args", {})
-    patch = next((t.meta.patch for t in traces.values() if t.meta.patch), None) or {}
+    patch = next((t.meta.patch for t in first_window.values() if t.meta.patch), None) or {}
     seconds = run.seconds
+    texts = [next(iter(w.values())).meta.text_source for w in windows]
+    where = [next(iter(w.values())).meta.extra.get("window") for w in windows]
     meta: dict[str, Any] = {
         "model": args.get("model", first.meta.model if first else ""),
-        "text": first.meta.text_source if first else args.get("text"),
+        "text": ", ".join(dict.fromkeys(texts)) if first else args.get("text"),
+        "windows": len(windows),
+        "window sources": [w if w else {"text": t} for w, t in zip(where, texts, strict=True)],
         "length": first.n_tokens if first else args.get("length"),
         "train_len": (first.meta.train_len or None) if first else None,
-        "labels": list(traces),
+        "labels": list(first_window),
         "n_global": patch.get("n_global", args.get("n_global")),
         "n_local": patch.get("n_local", args.get("n_local")),
         "limit": patch.get("limit", args.get("limit")),
@@ -170,40 +237,56 @@ def run_meta(run: RunDir, traces: Mapping[str, Any], **extra: Any) -> dict[str, 
     return meta
 
 
+CONFIG_KEYS = ("model", "text", "windows", "length", "train_len", "labels", "n_global", "n_local", "limit",
+               "stride", "settings")
+
+
+def results_payload(verb: str, results: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The one JSON schema of `--json` and `summary.json`.
+
+    `{verb, config, versions, key_figures: [{figure, label, estimate, ci_low, ci_high, n, unit, ...}],
+    verdicts: [{factor, label, verdict, ...}], findings: [str], meta}`; versions include `git`."""
+    from lminf_diag.report import findings, key_table, verdict_list
+
+    versions = dict(meta.get("versions") or {})
+    versions["git"] = meta.get("git") or "-"
+    return {
+        "verb": verb,
+        "config": {k: meta.get(k) for k in CONFIG_KEYS if k in meta},
+        "versions": versions,
+        "key_figures": key_table(results).to_records(),
+        "verdicts": [v.to_dict() for v in verdict_list(results)],
+        "findings": findings(results, meta),
+        "meta": dict(meta),
+    }
+
+
 def write_outputs(
     verb: str, out: Path, results: Mapping[str, Any], meta: dict[str, Any], args: argparse.Namespace,
     title: str | None = None,
 ) -> int:
-    """The report `<out>/<verb>.html` (page `title`, default the report's own), the merged
-    `<out>/summary.json`, the summary table, --json."""
-    from lminf_diag.report import build_report, format_table, key_table
+    """The report `<out>/<verb>.html` (page `title`, default the report's own), `<out>/summary.json`
+    (`results_payload`), the key-figure and verdict tables, and the same JSON on stdout with --json."""
+    from lminf_diag.report import build_report, format_table, format_verdicts, key_table, verdict_list
 
     stream = options.human(args)
     with timed(f"writing {verb}.html", sys.stderr):
         html = build_report(results, meta, out / f"{verb}.html", title=title)
-    table = key_table(results)
+    payload = results_payload(verb, results, meta)
+    payload["report"] = html.name
     summary_path = out / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
-    except (OSError, ValueError):
-        summary = {}
-    summary = summary if isinstance(summary, dict) else {}
-    summary.setdefault("sections", {}).update({k: r.summary() for k, r in results.items()})
-    summary.setdefault("key_figures", {})[verb] = table.to_dict()
-    summary.setdefault("reports", {})[verb] = html.name
-    summary["meta"] = meta
-    atomic_write_text(summary_path, json.dumps(to_json_safe(summary), indent=2) + "\n")
-    print("\n" + format_table(table), file=stream)
+    atomic_write_text(summary_path, json.dumps(to_json_safe(payload), indent=2) + "\n")
+    print("\n" + format_verdicts(verdict_list(results)), file=stream)
+    print("\n" + format_table(key_table(results)), file=stream)
+    print("\n" + "\n".join(f"- {line}" for line in payload["findings"]), file=stream)
     print(f"\nreport: {html}\nsummary: {summary_path}", file=stream)
     if args.json:
-        payload = {"verb": verb, "out": str(out), "report": str(html), "summary": summary["sections"]}
-        payload["key_figures"] = table.to_dict()
-        print(json.dumps(to_json_safe(payload), indent=2))
+        print(json.dumps(to_json_safe({**payload, "out": str(out), "report": str(html)}), indent=2))
     return 0
 
 
 def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
-    """The whole verb: run folder, captures (resumable), analysis, report, summary."""
+    """The whole verb: run folder, captures over every window (resumable), analysis, report, summary."""
     t0 = time.perf_counter()
     stride = options.resolve_stride(args.stride, args.length)
     out = Path(args.out) if args.out else options.default_out(verb, args.model, args.length)

@@ -40,8 +40,8 @@ DEFAULT_DECODE_STEPS = 16
 EXTRA_OPTIONS = ("--passkey-lengths", "--docs", "--decode-contexts")
 
 
-def analyze(traces: dict, train_len: int | None = None) -> dict[str, Any]:
-    """All analyzers the traces have data for."""
+def analyze(traces: Any, train_len: int | None = None) -> dict[str, Any]:
+    """All analyzers the traces (a Replicate, or one window) have data for."""
     from lminf_diag.analyze import analyze_all
 
     return analyze_all(traces, train_len=train_len)
@@ -149,46 +149,50 @@ def _out_for(args: argparse.Namespace, folders: list[Path]) -> Path:
 
 
 def from_folders(args: argparse.Namespace) -> int:
-    """Rebuild the report from saved run folders (labels prefixed by folder name when they clash)."""
-    from lminf_diag.cli.pipeline import run_meta, write_outputs
+    """Rebuild the report from saved run folders (labels prefixed by folder name when they clash;
+    windows are paired by index, up to the smallest number of windows among the folders)."""
+    from lminf_diag.capture.windows import Replicate
+    from lminf_diag.cli.pipeline import load_replicate, run_meta, write_outputs
     from lminf_diag.cli.progress import timed
-    from lminf_diag.errors import RunDirectoryError
     from lminf_diag.runs import RunDir
 
     folders = [Path(p) for p in args.runs]
     runs = [RunDir.open_existing(f) for f in folders]
-    per_run = []
-    for run in runs:
-        labels = run.trace_labels()
-        if not labels:
-            raise RunDirectoryError(
-                f"{run.path} holds no finished trace yet; finish it by repeating its command."
-            )
-        per_run.append({lab: run.load_trace(lab) for lab in labels})
+    reps = [load_replicate(run) for run in runs]
     counts: dict[str, int] = {}
-    for traces in per_run:
-        for lab in traces:
+    for rep in reps:
+        for lab in rep.labels:
             counts[lab] = counts.get(lab, 0) + 1
-    merged: dict = {}
-    for run, traces in zip(runs, per_run, strict=True):
-        for lab, trace in traces.items():
+    names: list[dict[str, str]] = []
+    used: set[str] = set()
+    for run, rep in zip(runs, reps, strict=True):
+        mapping = {}
+        for lab in rep.labels:
             name = base = f"{run.path.resolve().name}:{lab}" if counts[lab] > 1 else lab
             i = 1
-            while name in merged:  # two folders of the same name
+            while name in used:  # two folders of the same name
                 i += 1
                 name = f"{base}#{i}"
-            trace.meta.label = name
-            merged[name] = trace
+            used.add(name)
+            mapping[lab] = name
+        names.append(mapping)
+    k = min(len(rep) for rep in reps)
+    windows = []
+    for w in range(k):
+        merged: dict = {}
+        for rep, mapping in zip(reps, names, strict=True):
+            for lab, trace in rep[w].traces.items():
+                trace.meta.label = mapping[lab]
+                merged[mapping[lab]] = trace
+        windows.append(merged)
+    merged_rep = Replicate(windows)
     with timed("analysis", sys.stderr):
-        results = analyze(merged, train_len=args.train_len)
+        results = analyze(merged_rep, train_len=args.train_len)
     out = _out_for(args, folders)
     out.mkdir(parents=True, exist_ok=True)
-    if len(runs) == 1:
-        meta = run_meta(runs[0], merged, command="report (from saved run)")
-    else:
-        meta = {"runs": [str(f) for f in folders], "labels": list(merged)}
-        for run, traces in zip(runs, per_run, strict=True):
-            meta[run.path.resolve().name] = run_meta(run, traces)
+    meta = run_meta(runs[0], merged_rep, command="report (from saved run)")
+    if len(runs) > 1:
+        meta["runs"] = [str(f) for f in folders]
     return write_outputs(VERB, out, results, meta, args)
 
 

@@ -14,7 +14,7 @@ Example:
 from lminf_diag.report.builder import as_results, build_report, render_report
 from lminf_diag.report.escape import escape_script_json, script_json, text
 from lminf_diag.report.findings import display_name, findings
-from lminf_diag.report.keyfigures import KeyTable, fmt, format_table, key_table
+from lminf_diag.report.keyfigures import KeyTable, fmt, format_table, format_verdicts, key_table, verdict_list
 
 __all__ = [
     "KeyTable",
@@ -25,8 +25,10 @@ __all__ = [
     "findings",
     "fmt",
     "format_table",
+    "format_verdicts",
     "key_table",
     "render_report",
     "script_json",
     "text",
+    "verdict_list",
 ]

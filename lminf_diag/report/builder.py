@@ -18,7 +18,7 @@ from typing import Any
 from lminf_diag.report import page
 from lminf_diag.report.escape import escape_script_json, ident, text
 from lminf_diag.report.findings import findings
-from lminf_diag.report.keyfigures import fmt, key_table
+from lminf_diag.report.keyfigures import fmt, interval, key_table, verdict_list
 from lminf_diag.runs import atomic_write_text
 
 DEFAULT_TITLE = "Past the training length: LM-Infinite diagnosis"
@@ -78,7 +78,8 @@ def _header(title: str, results: Mapping[str, Any], meta: Mapping[str, Any]) -> 
     tl = _train_len(results, meta)
     if tl:
         bits.append(f"training length {text(tl)} tokens")
-    nav = ['<a href="#findings">Findings</a>', '<a href="#key-figures">Key figures</a>']
+    nav = ['<a href="#findings">Findings</a>', '<a href="#verdicts">Verdicts</a>',
+           '<a href="#key-figures">Key figures</a>']
     nav += [f'<a href="#sec-{key}">{text(getattr(r, "title", key))}</a>' for key, r in results.items()]
     nav.append('<a href="#metadata">Run metadata</a>')
     return (
@@ -93,16 +94,35 @@ def _findings(results: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     return f'<section id="findings"><h2>Summary of findings</h2><ul class="findings">{items}</ul></section>\n'
 
 
+def _verdicts(results: Mapping[str, Any]) -> str:
+    verdicts = verdict_list(results)
+    if not verdicts:
+        return ""
+    header = ["factor", "label", "verdict", "decided from", "what it tests"]
+    rows = [
+        [(v.factor, False), (v.label, False), (v.verdict, False), (v.figure, False), (v.tests, False)]
+        for v in verdicts
+    ]
+    note = (
+        "<p>Each verdict is decided from a 95% interval between independent text windows, net of its null "
+        "(the same statistic where nothing is out of distribution): <b>present</b> when the whole interval "
+        "lies above the factor's margin, <b>absent</b> when it lies below, <b>inconclusive</b> otherwise "
+        "(including a single window, which has no interval).</p>"
+    )
+    return f'<section id="verdicts"><h2>Verdicts</h2>{note}\n{page.table(header, rows)}</section>\n'
+
+
 def _key_figures(results: Mapping[str, Any]) -> str:
     table = key_table(results)
-    header = ["label"] + [
-        f"{text(c.header)}" + (f'<br><span class="unit">{text(c.unit)}</span>' if c.unit else "")
-        for c in table.columns
+    header = ["figure", "label", "estimate", "95% interval", "n", "unit"]
+    rows = [
+        [(e.figure, False), (e.label, False), (fmt(e.estimate), True), (interval(e), True), (str(e.n), True),
+         (e.unit, False)]
+        for e in table.rows
     ]
-    rows = [[(lab, False)] + [(fmt(v), True) for v in table.values[lab]] for lab in table.labels]
     note = (
-        "<p>T is the training length. Every figure is computed from the same token window for each run; "
-        "the sections below define them.</p>"
+        "<p>T is the training length. n is the number of independent windows (or trials) an estimate is "
+        "taken over; the interval is between them. The sections below define every figure.</p>"
     )
     return f'<section id="key-figures"><h2>Key figures</h2>{note}\n{page.table(header, rows)}</section>\n'
 
@@ -138,7 +158,8 @@ def render_report(results: Any, meta: Mapping[str, Any] | None = None, *, title:
         html, n = _section(key, result, n_figs)
         sections.append(html)
         n_figs += n
-    body = [_header(title or DEFAULT_TITLE, items, meta), _findings(items, meta), _key_figures(items)]
+    body = [_header(title or DEFAULT_TITLE, items, meta), _findings(items, meta), _verdicts(items),
+            _key_figures(items)]
     body += sections + [_metadata(meta)]
     return page.head(title or DEFAULT_TITLE, n_figs, plotly_js()) + "".join(body) + page.foot()
 
