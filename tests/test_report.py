@@ -29,7 +29,7 @@ def strip_bundle(page: str) -> str:
 
 @pytest.fixture(scope="module")
 def results():
-    return analyze_all(make_comparison(n=512, train_len=128))
+    return analyze_all([make_comparison(n=512, train_len=128, seed=s, window_noise=0.1) for s in range(3)])
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +44,14 @@ def test_every_section_findings_and_metadata(results, page):
         assert html.escape(result.description) in page
     assert (
         page.index('id="findings"')
+        < page.index('id="verdicts"')
         < page.index('id="key-figures"')
         < page.index('id="sec-')
         < page.index('id="metadata"')
     )
-    assert "keeps growing" in page and "LM-Infinite holds it flat" in page
+    for line in findings(results):  # every sentence the results generate is on the page
+        assert html.escape(line) in page
+    assert "<td>logit_explosion</td><td>baseline</td>" in page  # the verdict table
     assert "<td>versions / torch</td><td>2.13</td>" in page
     assert "training length 128 tokens" in page  # header line
     n_figures = sum(len(r.figures()) for r in results.values())
@@ -115,14 +118,20 @@ def test_escape_helpers_round_trip():
 
 
 class SpeedResult:
-    """A result from another analyzer: only the protocol (title, description, summary, figures)."""
+    """A result from another analyzer: title, description, key_figures, findings and figures."""
 
     title = "Decoding speed <fast>"
     description = "Tokens per second while generating."
     train_len = None
 
-    def summary(self):
-        return {"baseline": {"tokens_per_s": 12.5, "note": "not a number"}, "lambda": {"tokens_per_s": 30.0}}
+    def key_figures(self):
+        from lminf_diag.analyze.estimate import estimate
+
+        return [estimate([12.0, 13.0], figure="tokens per second", label="baseline"),
+                estimate([29.0, 31.0], figure="tokens per second", label="lambda")]
+
+    def findings(self):
+        return ["Generated from <intervals>."]
 
     def figures(self):
         return [go.Figure(go.Bar(x=["baseline", "lambda"], y=[12.5, 30.0]))]
@@ -131,27 +140,38 @@ class SpeedResult:
 def test_any_result_with_the_protocol(tmp_path):
     mixed = [entropy_growth(make_comparison(n=256, train_len=64)), SpeedResult()]
     page = build_report(mixed, {}, tmp_path / "r.html").read_text()
-    assert "<h2>Decoding speed &lt;fast&gt;</h2>" in page
+    assert "<h2>Decoding speed &lt;fast&gt;</h2>" in page and "Generated from &lt;intervals&gt;." in page
     table = key_table({"speed": SpeedResult()})
-    assert [c.header for c in table.columns] == ["speed: tokens_per_s"] and table.values["lambda"] == [30.0]
+    assert [(e.figure, e.label, e.estimate) for e in table.rows] == [
+        ("tokens per second", "baseline", 12.5), ("tokens per second", "lambda", 30.0)]
+    assert table.to_records()[0]["section"] == "speed" and table.to_records()[0]["n"] == 2
     single = render_report(SpeedResult(), None)
     assert single.count('class="lminf-figure"') == 1
 
+    class Bare:  # no key_figures, no findings: the report shows its figures and nothing is guessed
+        title, description, train_len = "Bare", "", None
+
+        def figures(self):
+            return []
+
+    assert key_table({"bare": Bare()}).rows == [] and findings({"bare": Bare()}) == []
+
 
 def test_findings_without_positions_beyond_training_length():
-    results = {"entropy": entropy_growth(make_comparison(n=64, train_len=128))}
+    results = {"entropy": entropy_growth([make_comparison(n=64, train_len=128, seed=s) for s in range(3)])}
     lines = findings(results)
-    assert len(lines) == 1 and lines[0].startswith("The window does not reach past the training length")
+    assert all("inconclusive" in line for line in lines)
     lines = findings(results, {"length": 64, "train_len": 128})
     assert lines[0].startswith("The window (64 tokens) does not go past the training length (128 tokens)")
     assert "--length" in lines[0]
 
 
 def test_16k_report_is_small(tmp_path):
-    cmp = make_comparison(n=16384, train_len=4096, hidden_dim=16)
-    for t in cmp.traces.values():  # hidden states at every 8th position, as the CLI's auto stride keeps
-        keep = np.arange(0, 16384, 8)
-        t.hidden_positions, t.hidden = keep, t.hidden[:, keep]
-    page = build_report(analyze_all(cmp), {"model": "synthetic"}, tmp_path / "r.html").read_text()
+    windows = [make_comparison(n=16384, train_len=4096, hidden_dim=16, seed=s) for s in range(4)]
+    for cmp in windows:
+        for t in cmp.traces.values():  # hidden states at every 64th position, as the CLI's auto stride keeps
+            keep = np.arange(0, 16384, 64)
+            t.hidden_positions, t.hidden = keep, t.hidden[:, keep]
+    page = build_report(analyze_all(windows), {"model": "synthetic"}, tmp_path / "r.html").read_text()
     assert len(strip_bundle(page).encode()) < 2_000_000
     assert len(page.encode()) < len(plotly_js().encode()) + 2_000_000

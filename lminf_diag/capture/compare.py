@@ -10,9 +10,11 @@ import torch
 
 from ..errors import NumericalError
 from ..models import model_info, model_name
+from ..models.families import family_of
 from ..patch import lm_infinite
 from .comparison import Comparison
 from .nll import token_nll
+from .prefix import Prefix, merge_prefix, shared_length
 from .recorder import capture
 from .trace import Trace
 
@@ -50,24 +52,49 @@ def _check_finite(trace: Trace) -> None:
 
 def run_trace(model, input_ids: torch.Tensor, *, label: str = "baseline", patch: dict | None = None,
               layers=None, heads=None, hidden_layers=(), stride: int = 1, hidden_stride: int = 1,
-              text_source: str = "", check_finite: bool = True, train_len: int | None = None) -> Trace:
+              text_source: str = "", check_finite: bool = True, train_len: int | None = None,
+              prefix: Prefix | None = None, keep_prefix: int = 0,
+              on_prefix: Callable[[Prefix], None] | None = None) -> Trace:
     """One forward pass (baseline when `patch` is None) recording statistics, hidden states and NLL.
-    `train_len` overrides the model's training length recorded in the trace."""
+
+    `train_len` overrides the model's training length recorded in the trace. `keep_prefix=P`
+    (baseline): also keep the KV cache of the first P tokens and hand it, as a `Prefix`, to
+    `on_prefix`. `prefix` (patched run): start from that cache and capture only the rows from P
+    on; rows before P are the baseline's (see `capture.prefix`). Models whose cache cannot be cut
+    (sliding-window layers) or whose attention is replaced per module (ALiBi) run in full."""
     info = model_info(model, train_len=train_len)
     t0 = time.perf_counter()
     ctx = lm_infinite(model, **patch, train_len=info.train_len) if patch else _null()
+    n = int(input_ids.shape[1])
+    resolved = {**patch, "n_local": patch.get("n_local") or info.train_len} if patch else None
+    share = shared_length(resolved, n) if prefix is not None and family_of(model).route != "module" else 0
+    offset = share if share and share == prefix.length else 0
+    cache = None
     with ctx, capture(model, layers=layers, heads=heads, hidden_layers=hidden_layers, stride=stride,
-                      hidden_stride=hidden_stride, train_len=info.train_len) as rec:
-        nll = token_nll(model, input_ids)
+                      hidden_stride=hidden_stride, train_len=info.train_len, offset=offset) as rec:
+        if offset:
+            tail = token_nll(model, input_ids[:, offset:], past_key_values=prefix.fresh_cache())
+        elif keep_prefix and 0 < keep_prefix < n - 1 and on_prefix is not None:
+            nll, cache = token_nll(model, input_ids, keep_cache=keep_prefix)
+        else:
+            nll = token_nll(model, input_ids)
     trace = rec.trace
+    if offset:
+        trace = merge_prefix(trace, prefix.trace, offset)
+        nll = prefix.trace.nll.copy()
+        nll[offset + 1 :] = tail[1:]
     trace.nll = nll
     trace.meta.label = label
     trace.meta.model = model_name(model)
     trace.meta.text_source = text_source
     trace.meta.train_len = int(info.train_len or 0)
     trace.meta.extra["seconds"] = round(time.perf_counter() - t0, 2)
+    if offset:
+        trace.meta.extra["shared_prefix"] = offset
     if check_finite:
         _check_finite(trace)
+    if cache is not None:
+        on_prefix(Prefix(keep_prefix, cache, trace))
     return trace
 
 
@@ -106,10 +133,14 @@ def compare(model, tokenizer=None, text=None, length: int | None = None, *, inpu
         (m, dict(n_global=n_global, n_local=n_local, limit=limit, mode=m)) for m in modes
     ]
     traces = {}
+    held: list[Prefix] = []
+    share = n_local or model_info(model).train_len or 0
     for label, patch in runs:
         if progress:
             progress(f"{label}: forward pass over {input_ids.shape[1]} tokens")
         traces[label] = run_trace(model, input_ids, label=label, patch=patch, layers=layers, heads=heads,
                                   hidden_layers=hidden_layers, stride=stride, hidden_stride=hidden_stride,
-                                  text_source=text_source)
+                                  text_source=text_source, prefix=held[0] if held else None,
+                                  keep_prefix=share if patch is None and len(runs) > 1 else 0,
+                                  on_prefix=held.append)
     return Comparison(traces)

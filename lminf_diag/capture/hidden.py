@@ -30,7 +30,7 @@ class HiddenHooks:
         (2, len(positions), hidden_size)
     """
 
-    def __init__(self, model, indices, positions: np.ndarray | None = None, stride: int = 1):
+    def __init__(self, model, indices, positions: np.ndarray | None = None, stride: int = 1, offset: int = 0):
         self.layers = decoder_layers(model)
         n = len(self.layers)
         bad = [i for i in indices if not 0 <= int(i) <= n]
@@ -38,20 +38,24 @@ class HiddenHooks:
             raise InvalidArgumentError(f"hidden_layers {bad} out of range: this model has hidden states 0..{n}.")
         self.indices = [int(i) for i in indices]
         self.stride = stride
+        self.offset = int(offset)  # the forward's first token sits at this position (after a cached prefix)
         self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
         self.states: np.ndarray | None = None
         self._handles: list = []
 
     def _store(self, slot: int, tensor: torch.Tensor) -> None:
-        h = tensor[0] if tensor.dim() == 3 else tensor  # (N, D), batch size 1
+        h = tensor[0] if tensor.dim() == 3 else tensor  # (N', D), batch size 1, positions offset..
+        off = self.offset
         if self.states is None:
-            n = h.shape[0]
+            n = h.shape[0] + off
             if self.positions is None:  # the first 64 positions, then every stride-th
                 self.positions = np.union1d(np.arange(min(n, 64)), np.arange(0, n, self.stride))
             self.positions = self.positions[self.positions < n]
             self.states = np.zeros((len(self.indices), len(self.positions), h.shape[-1]), dtype=np.float16)
-        pos = torch.as_tensor(self.positions[self.positions < h.shape[0]], device=h.device)
-        self.states[slot, : len(pos)] = h[pos].detach().float().cpu().numpy().astype(np.float16)
+        keep = (self.positions >= off) & (self.positions < h.shape[0] + off)
+        slots = np.nonzero(keep)[0]
+        pos = torch.as_tensor(self.positions[keep] - off, device=h.device)
+        self.states[slot, slots] = h[pos].detach().float().cpu().numpy().astype(np.float16)
 
     def __enter__(self) -> HiddenHooks:
         for slot, idx in enumerate(self.indices):

@@ -10,8 +10,14 @@ import numpy as np
 import torch
 
 
-def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024) -> np.ndarray:
+def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024, *, past_key_values=None,
+              keep_cache: int | None = None):
     """nll (N,) float32 with nll[0] = NaN and nll[t] = -log p(x_t | x_<t), for batch size 1.
+
+    `past_key_values`: a cache of the tokens before `input_ids` (nll[0] stays NaN: its context is
+    in the cache, its logits were the cache's last position's). `keep_cache=P` also returns the
+    KV cache of the first P tokens: `(nll, cache)`, or `(nll, None)` when the model's cache cannot
+    be cropped (sliding-window layers).
 
     Example:
         >>> nll = token_nll(model, ids)        # doctest: +SKIP
@@ -19,10 +25,14 @@ def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024) -> np.ndarray:
     head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
     with torch.no_grad():
-        hidden = model.base_model(input_ids=input_ids).last_hidden_state[0]  # (N, D)
+        kw = {"cache": past_key_values} if past_key_values is not None else {}
+        if keep_cache is not None:
+            kw["use_cache"] = True
+        out = model.base_model(input_ids=input_ids, **kw)
+        hidden = out.last_hidden_state[0]  # (N, D)
         ids = input_ids[0].to(hidden.device)
         n = ids.shape[0]
-        out = np.full(n, np.nan, dtype=np.float32)
+        nll = np.full(n, np.nan, dtype=np.float32)
         for a in range(0, n - 1, chunk):
             b = min(n - 1, a + chunk)
             logits = head(hidden[a:b].to(head.weight.device)).float()
@@ -30,5 +40,19 @@ def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024) -> np.ndarray:
                 logits = torch.tanh(logits / cap) * cap
             lp = torch.log_softmax(logits, -1)
             tgt = ids[a + 1 : b + 1].to(lp.device)
-            out[a + 1 : b + 1] = (-lp.gather(-1, tgt[:, None])[:, 0]).cpu().numpy()
-    return out
+            nll[a + 1 : b + 1] = (-lp.gather(-1, tgt[:, None])[:, 0]).cpu().numpy()
+    if keep_cache is None:
+        return nll
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return nll, _cropped(cache, keep_cache)
+
+
+def _cropped(cache, length: int):
+    """The cache cut to its first `length` tokens, or None when it cannot be (sliding layers)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if not isinstance(cache, DynamicCache) or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    cache.crop(length - cache.get_seq_length())
+    return cache

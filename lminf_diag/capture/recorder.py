@@ -34,6 +34,7 @@ class CaptureConfig:
     profile_rows: Sequence[int] | None = None  # None = `default_profile_rows(n, train_len)`
     stride: int = 1
     train_len: int | None = None  # adds profile rows past it and the paired-band distances
+    offset: int = 0  # the forward covers positions offset.. only (the rows before come from a shared prefix)
 
 
 PROFILE_ROWS_BEYOND = 64  # profile rows spread over (T, n] by default
@@ -94,6 +95,7 @@ class Recorder:
         self.profiles: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.hidden: HiddenHooks | None = None
         self.label, self.patch_settings = "baseline", None
+        self.base = 0  # recorded positions before cfg.offset (their buffers are filled by the caller)
 
     def _setup(self, n: int) -> None:
         cfg = self.cfg
@@ -116,9 +118,14 @@ class Recorder:
         """Called by the router for each attention call: what to measure for `layer`."""
         if layer not in self.slot:
             return None
-        if n_q != self.n:
-            self._setup(n_q)
-        rows = None if len(self.positions) == n_q else torch.as_tensor(self.positions)
+        off = self.cfg.offset
+        if n_q + off != self.n:
+            self._setup(n_q + off)
+        if off:
+            self.base = int((self.positions < off).sum())
+            rows = torch.as_tensor(self.positions[self.base :] - off)
+        else:
+            rows = None if len(self.positions) == n_q else torch.as_tensor(self.positions)
         return StatsRequest(
             sink=lambda sl, res, slot=self.slot[layer]: self._write(slot, sl, res),
             sink_tokens=self.cfg.sink_tokens,
@@ -132,6 +139,8 @@ class Recorder:
         if res["entropy"].shape[0] != 1:
             raise InvalidArgumentError("capture records batch size 1; pass one sequence at a time.")
         hsel = self.heads
+        if self.base:
+            rows = slice(rows.start + self.base, rows.stop + self.base)
         for name in ("entropy", "max_logit", "lse", "sink_mass", "dist_mass"):
             arr = res[name][0]
             arr = arr[hsel] if hsel is not None else arr
@@ -178,11 +187,13 @@ class Recorder:
 @contextmanager
 def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: int = 1,
             hidden_positions: int | None = None, sink_tokens: int = 4, profile_rows=None, stride: int = 1,
-            train_len: int | None = None):
+            train_len: int | None = None, offset: int = 0):
     """Record attention statistics (and hidden states) of the next forward pass.
 
     Works on the baseline model and under `lm_infinite` alike; statistics come from the same
     kernel that computes the attention, so both traces have the same shapes and meanings.
+    `offset` > 0: the forward pass reads only positions offset.. (after a KV cache of the first
+    `offset` tokens); the trace has the full shapes, NaN (zero for hidden states) before `offset`.
 
     Example:
         >>> with capture(model, layers=[0, 1], hidden_layers=[1]) as rec:   # doctest: +SKIP
@@ -190,7 +201,7 @@ def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: 
         >>> rec.trace.entropy.shape                                      # (layers, heads, positions)
     """
     cfg = CaptureConfig(layers, heads, tuple(hidden_layers), hidden_stride, sink_tokens, profile_rows, stride,
-                        train_len)
+                        train_len, offset)
     rec = Recorder(model, cfg)
     router = install(model)
     if router.recorder is not None:
@@ -202,7 +213,7 @@ def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: 
     try:
         if cfg.hidden_layers:
             pos = None if hidden_positions is None else np.arange(0, hidden_positions, hidden_stride)
-            rec.hidden = HiddenHooks(model, cfg.hidden_layers, pos, stride=hidden_stride)
+            rec.hidden = HiddenHooks(model, cfg.hidden_layers, pos, stride=hidden_stride, offset=offset)
             with rec.hidden:
                 yield rec
         else:

@@ -93,18 +93,22 @@ def patch_settings(args: argparse.Namespace, mode: str, train_len: int | None) -
     }
 
 
-def capture_trace(session: Session, args: argparse.Namespace, label: str, stride: int, window: int = 0):
+def capture_trace(session: Session, args: argparse.Namespace, label: str, stride: int, window: int = 0,
+                  prefix: Any = None, on_prefix: Any = None):
     """One forward pass of `label` ("baseline" or a mode) over window `window`, recording everything
-    the analyzers use."""
+    the analyzers use. The baseline hands its KV cache of the first n_local tokens to `on_prefix`;
+    a patched run given that `prefix` computes only the rows after it (`capture.prefix`)."""
     from lminf_diag.capture.compare import default_hidden_layers, run_trace
 
     info, model = session.info, session.model
     where, ids = session.windows[window]
     ids = ids.to(next(model.parameters()).device)
     patch = None if label == "baseline" else patch_settings(args, label, info.train_len)
+    share = (args.n_local or info.train_len or 0) if on_prefix is not None else 0
     trace = run_trace(model, ids, label=label, patch=patch, layers=args.layers,
                       hidden_layers=default_hidden_layers(info.n_layers), stride=stride,
-                      hidden_stride=stride, text_source=where.text, train_len=info.train_len)
+                      hidden_stride=stride, text_source=where.text, train_len=info.train_len,
+                      prefix=prefix, keep_prefix=share, on_prefix=on_prefix)
     trace.meta.extra.update({"stride": stride, "seed": args.seed, "window": where.to_dict()})
     return trace
 
@@ -183,13 +187,18 @@ def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
         n = session.input_ids.shape[1]
         warn_short_window(n, session.info.train_len)
         progress = Progress(len(keys))
+        held: dict[int, Any] = {}  # window -> the baseline's shared prefix (patched runs start from it)
         for w, lab, key in keys:
             what = f"window {w + 1}/{k} ({session.windows[w][0].text}), {lab}: forward over {n} tokens"
             if key in done:
                 progress.skip(what)
                 continue
+            for old in [x for x in held if x != w]:  # one window's cache in memory at a time
+                del held[old]
+            wanted = lab == "baseline" and len(labels) > 1
             with progress.step(what) as step:
-                trace = capture_trace(session, args, lab, stride, w)
+                trace = capture_trace(session, args, lab, stride, w, prefix=held.get(w),
+                                      on_prefix=(lambda p, w=w: held.__setitem__(w, p)) if wanted else None)
             run.save_trace(key, trace, seconds=step.seconds)
             traces[key] = trace
     windows = [

@@ -88,13 +88,36 @@ class DecodingResult(AnalysisResult):
         "cache keeps only the first n_global and last n_local tokens, so both stay flat as the context grows."
     )
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
+    def key_figures(self):
+        """Per label, at its longest context: ms per decoded token (mean over the timed steps, with
+        the t interval between steps; n = steps) and the KV-cache size after the last step (n = 1)."""
+        from ..analyze.estimate import Estimate, estimate
+
+        out = []
         for lab, runs in self.runs.items():
             last = max(runs, key=lambda r: r.prefill_tokens)
-            out[lab] = {"context": float(last.context[-1]), "ms_per_token": last.ms_per_token,
-                        "cache_mb": float(last.cache_mb[-1])}
+            ctx = int(last.context[-1]) if len(last.context) else last.prefill_tokens
+            out.append(estimate(np.asarray(last.step_seconds) * 1000, figure=f"decode latency at {ctx} tokens",
+                                label=lab, unit="ms per token"))
+            mb = float(last.cache_mb[-1]) if len(last.cache_mb) else float("nan")
+            out.append(Estimate(f"KV cache at {ctx} tokens", lab, mb, float("nan"), float("nan"), 1, "MB",
+                                method="measured"))
         return out
+
+    def findings(self) -> list[str]:
+        """Latency and cache size of each patched run against the baseline's, from the measurements."""
+        from ..analyze.names import display_name, sentence_start
+
+        est = {(e.label, e.unit): e for e in self.key_figures()}
+        base_t, base_m = est.get(("baseline", "ms per token")), est.get(("baseline", "MB"))
+        lines = []
+        for lab in self.runs:
+            t, m = est[(lab, "ms per token")], est[(lab, "MB")]
+            text = f"{sentence_start(display_name(lab))} decodes at {t.text(1)} ms per token with a {m.estimate:.0f} MB cache"
+            if lab != "baseline" and base_t is not None and base_m is not None and base_m.estimate > 0:
+                text += f" (baseline: {base_t.estimate:.1f} ms, {base_m.estimate:.0f} MB; {t.figure.split(' at ')[1]})"
+            lines.append(text + ".")
+        return lines
 
     def to_frame(self):
         import pandas as pd
