@@ -11,10 +11,12 @@ Example:
 
 __version__ = "0.1.0"
 
-from .capture.compare import compare, run_trace  # noqa: E402
+from .capture.compare import auto_stride, compare, compare_windows, run_trace  # noqa: E402
 from .capture.comparison import Comparison  # noqa: E402
+from .capture.nll import token_nll  # noqa: E402
 from .capture.recorder import capture  # noqa: E402
 from .capture.trace import Trace, TraceMeta  # noqa: E402
+from .capture.windows import Replicate, plan_windows  # noqa: E402
 from .models import load_model, model_info  # noqa: E402
 from .patch import current_spec, lm_infinite, patch, unpatch  # noqa: E402
 
@@ -31,6 +33,11 @@ __all__ = [
     "analyze",
     "capture",
     "compare",
+    "compare_windows",
+    "auto_stride",
+    "plan_windows",
+    "token_nll",
+    "Replicate",
     "run_trace",
     "Comparison",
     "Trace",

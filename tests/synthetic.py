@@ -65,9 +65,12 @@ def _dist_mass(n: int, train_len: int, flat: bool, edges: np.ndarray) -> tuple[n
 
 
 def _hidden(n: int, k: int, dim: int, planted: bool, outliers: bool, seed: int) -> np.ndarray:
-    """(K, N, D) hidden states with a log-position direction (true or shuffled positions)."""
+    """(K, N, D) hidden states with a log-position direction (true or shuffled positions).
+
+    The directions are the same for every seed (one "model"); seeds draw the noise and the
+    shuffle, so that seeds play independent windows of the same model."""
+    basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(dim, 2)))
     rng = np.random.default_rng(seed)
-    basis, _ = np.linalg.qr(rng.normal(size=(dim, 2)))
     u, v = basis[:, 0], basis[:, 1]
     pos = np.arange(n) if planted else rng.permutation(n)
     t = np.log(pos + 1.0)

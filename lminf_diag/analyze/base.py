@@ -55,6 +55,20 @@ class AnalysisResult:
         """Plain-word sentences, each generated from a verdict or an interval of this result."""
         return []
 
+    def key_frame(self) -> pd.DataFrame:
+        """The key figures as a table: figure, label, estimate, ci_low, ci_high, n, unit, null."""
+        import pandas as pd
+
+        cols = ["figure", "label", "estimate", "ci_low", "ci_high", "n", "unit", "null"]
+        return pd.DataFrame([{k: e.to_dict()[k] for k in cols} for e in self.key_figures()], columns=cols)
+
+    def verdict_frame(self) -> pd.DataFrame:
+        """The verdicts as a table: factor, label, verdict, figure, margin, tests."""
+        import pandas as pd
+
+        cols = ["factor", "label", "verdict", "figure", "margin", "tests"]
+        return pd.DataFrame([v.to_dict() for v in self.verdicts()], columns=cols)
+
     def summary(self) -> dict[str, dict[str, float]]:
         """label -> {key figure name: estimate} from `key_figures` (NaN where undefined)."""
         out: dict[str, dict[str, float]] = {}

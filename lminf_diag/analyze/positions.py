@@ -1,14 +1,35 @@
 """Factor 3 of LM-Infinite: hidden states carry implicit absolute position, mostly in the first tokens.
 
-For each captured hidden layer (`hidden` (K, M, D) at `hidden_positions` (M,)):
-- PCA of the hidden states, plotted coloured by position, and its explained variance ratios;
-- `first_token_distance`: mean distance of the first `first_tokens` positions from the centroid of
-  the others, in units of the others' RMS spread sqrt(mean ||x - centroid||^2) (a typical bulk
-  point sits near 1);
-- a linear probe (standardize + ridge, alpha by GCV) predicting ln(position + 1), scored by 5-fold
-  shuffled cross-validated R² (seed 0), on at most 1000 evenly spaced stored positions;
-- principal angles (degrees) between the top-`n_components` PCA subspaces of a window within the
-  training length and one beyond it (NaN when there are no positions beyond).
+Every figure is one value per independent window, estimated with a 95% interval between windows
+(`analyze.estimate`). Positions >= b = max(64, n_global) (capped at T/2) are the *bulk*, the
+others the *first tokens*; massive activations (norm > 20x the bulk's median, position 0 in real
+models) are left out of every fit (`analyze.hidden_stats`).
+
+- **Position probe** (`analyze.probe`): ridge on standardised states predicting ln(position + 1)
+  over the in-range bulk [b, T), cross-validated with folds grouped by window, so every score is
+  the R² of a whole text the probe never saw. Per layer: the median over held-out windows and
+  its range (`to_frame`, figure). Key figure: the *best layer's* per-window R² (the layer with the
+  highest median; choosing it among the captured layers biases it slightly upwards), net of the
+  same probe at that layer with positions shuffled within each window. First tokens [1, b) are
+  scored separately. With one window there is no grouped fold: R² is NaN, "inconclusive".
+- **First-token distance** (`analyze.manifold`): distance of positions < first_tokens from the
+  centroid of ONE fixed reference bulk (the baseline's in-range bulk of the same window), in its
+  RMS spreads; median over layers per window.
+- **Principal angles** between the in-range bulk and the states past T, minus their null (two
+  in-range halves); median over layers per window, degrees.
+- **Off-manifold ratio**: how far the states past T sit from the nearest baseline in-range state,
+  relative to held-out in-range baseline states (1 = like unseen in-range states); median over
+  layers >= 1 per window. `window` against `lambda` is the test the paper's argument needs:
+  without the initial tokens, do later states leave the in-range manifold? The paired contrast
+  (window - lambda, same tokens) cancels content drift.
+
+Verdicts `implicit_position`: the baseline is `present` when the best layer's probe R² net of
+the shuffled null has its interval above MARGIN_R2 (position is readable from states it never
+trained on); a patched label is `present` when (off-manifold ratio - 1) lies above MARGIN_OFF
+(its states past T leave the in-range manifold).
+
+The paper's reference script shows a PCA of all positions of 16 sequences (layers 1-5, 10, 20)
+and draws no probe; the PCA here is fitted on the bulk only, first tokens projected onto it.
 """
 
 from __future__ import annotations
@@ -17,40 +38,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 from threadpoolctl import threadpool_limits
 
-from lminf_diag.analyze.base import (
-    AnalysisResult,
-    as_float,
-    downsample_index,
-    label_colors,
-    line_figure,
-    mark_train_len,
-    nanmean,
-)
-from lminf_diag.analyze.hidden_stats import LayerSubspace, layer_subspace
-from lminf_diag.capture.comparison import as_traces, common_train_len
-from lminf_diag.capture.trace import Trace
+from lminf_diag.analyze.base import AnalysisResult
+from lminf_diag.analyze.estimate import Estimate, Verdict, describe, estimate, paired_difference, verdict
+from lminf_diag.analyze.hidden_stats import LayerSubspace, bulk_bound, summary_angle
+from lminf_diag.analyze.names import display_name
+from lminf_diag.analyze.position_stats import PositionStats, label_stats
+from lminf_diag.analyze.probe import median_range
+from lminf_diag.capture.windows import as_windows, window_labels, windows_train_len
 from lminf_diag.errors import InvalidArgumentError
 
-MAX_SCATTER_LAYERS = 3
-
-
-@dataclass
-class PositionStats:
-    """One label: positions (M,) of the hidden states and the analysed layers."""
-
-    label: str
-    positions: np.ndarray  # (M,)
-    layers: list[LayerSubspace]
-
-    def mean(self, name: str) -> float:
-        """Mean over layers of a LayerSubspace field (arrays averaged first), NaN ignored."""
-        vals = [as_float(np.mean(getattr(ly, name))) for ly in self.layers if np.size(getattr(ly, name))]
-        vals = [v for v in vals if np.isfinite(v)]
-        return float(np.mean(vals)) if vals else float("nan")
+MARGIN_R2 = 0.10  # probe R² above the shuffled null that counts as "position readable"
+MARGIN_OFF = 0.10  # off-manifold ratio - 1: states past T 10% farther than unseen in-range ones
+PROBE, PROBE_NET, PROBE_FIRST = (
+    "position probe R², in-range bulk",
+    "position probe R² net of shuffled positions",
+    "position probe R², first tokens",
+)
+DIST, ANGLE, OFF, OFF_NET, CONTRAST = (
+    "first-token distance",
+    "principal angle excess over in-range halves",
+    "off-manifold ratio past T",
+    "off-manifold excess (ratio - 1)",
+    "off-manifold ratio, window - lambda",
+)
+TESTS = {
+    "baseline": "in-range bulk position probe under folds grouped by window, net of shuffled positions",
+    "window": "without the initial tokens, do states past T leave the baseline's in-range manifold?",
+    "lambda": "with the initial tokens kept (and distances capped), do states past T stay on the manifold?",
+}
 
 
 @dataclass
@@ -58,188 +75,224 @@ class PositionSubspaceResult(AnalysisResult):
     """Result of `position_subspaces`; `per_label` maps label -> PositionStats."""
 
     per_label: dict[str, PositionStats] = field(default_factory=dict)
+    n_windows: int = 0
+    bulk_start: int = 64
+    first_tokens: int = 4
+    reference: str = "baseline"  # label whose in-range bulk is the fixed reference
+    patched: dict[str, bool] = field(default_factory=dict)
     title: str = "Implicit absolute position in hidden states"
     description: str = (
-        "How far each token's hidden state sits from the bulk of the others (in units of their spread), "
-        "a PCA view coloured by position, and how well a linear probe reads the position off the hidden "
-        "state. The first tokens standing far apart, and a high probe R², mean the model keeps absolute "
-        "position in its hidden states even without position embeddings."
+        "Can a linear probe read a token's position from its hidden state, for texts it never saw "
+        "(folds grouped by window, first tokens and the bulk apart)? How far do the first tokens sit "
+        "from the baseline's in-range bulk, and do the states past the training length leave that "
+        "in-range manifold (distance to the nearest in-range state, against unseen in-range states)? "
+        "Without the initial tokens (`window`) against LM-Infinite (`lambda`) is the paper's test. "
+        "Bars are 95% intervals between independent text windows."
     )
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """label -> probe_r2 (mean), probe_r2_layer<k>, first_token_distance, pc1_var, principal_angle_mean.
+    def _estimates(self, lab: str) -> dict[str, Estimate]:
+        s = self.per_label[lab]
+        out: dict[str, Estimate] = {}
+        nan = np.full(len(s.windows), np.nan)
+        best = s.best_layer
+        r2 = nan if best is None else s.values("probe_r2", best)
+        null = nan if best is None else s.values("probe_r2_null", best)
+        first = nan if best is None else s.values("probe_r2_first", best)
+        out[PROBE] = estimate(r2, figure=PROBE, label=lab, unit="R²")
+        out[PROBE_NET] = paired_difference(
+            r2, null, figure=PROBE_NET, label=lab, unit="R²", null_name="positions shuffled within windows"
+        )
+        out[PROBE_FIRST] = estimate(first, figure=PROBE_FIRST, label=lab, unit="R²")
+        dist = s.per_window(lambda ly: ly.first_token_distance)
+        out[DIST] = estimate(
+            dist, figure=DIST, label=lab, unit=f"RMS spreads of {self.reference}'s in-range bulk"
+        )
+        ang = s.per_window(lambda ly: summary_angle(ly.principal_angles) - summary_angle(ly.null_angles))
+        out[ANGLE] = estimate(ang, figure=ANGLE, label=lab, unit="degrees", null="two in-range halves")
+        ratio = s.per_window(lambda ly: ly.off_manifold, deep=True)
+        out[OFF] = estimate(
+            ratio, figure=OFF, label=lab, unit="ratio", null="held-out in-range baseline states"
+        )
+        out[OFF_NET] = estimate(
+            ratio - 1.0, figure=OFF_NET, label=lab, unit="ratio - 1", null="held-out in-range baseline states"
+        )
+        if lab == "window" and "lambda" in self.per_label:
+            other = self.per_label["lambda"].per_window(lambda ly: ly.off_manifold, deep=True)
+            out[CONTRAST] = paired_difference(
+                ratio, other, figure=CONTRAST, label=lab, unit="ratio", null_name="lambda on the same tokens"
+            )
+        return out
 
-        Every label gets the same keys: probe_r2_layer<k> for every layer any label has (NaN if absent).
-        """
-        out: dict[str, dict[str, float]] = {}
-        all_layers = sorted({ly.hidden_layer for s in self.per_label.values() for ly in s.layers})
-        for lab, s in self.per_label.items():
-            d = {
-                "probe_r2": s.mean("probe_r2"),
-                "first_token_distance": s.mean("first_token_distance"),
-                "pc1_var": float(np.mean([ly.explained_variance[0] for ly in s.layers]))
-                if s.layers
-                else float("nan"),
-                "principal_angle_mean": s.mean("principal_angles"),
-            }
-            r2 = {ly.hidden_layer: float(ly.probe_r2) for ly in s.layers}
-            d.update({f"probe_r2_layer{k}": r2.get(k, float("nan")) for k in all_layers})
-            out[lab] = d
+    def _headline(self, lab: str, est: dict[str, Estimate] | None = None) -> Estimate | None:
+        est = self._estimates(lab) if est is None else est
+        return est.get(OFF_NET) if self.patched.get(lab) else est.get(PROBE_NET)
+
+    def key_figures(self) -> list[Estimate]:
+        """Per label: the verdict's figure first, then the others."""
+        out = []
+        for lab in self.labels:
+            est = self._estimates(lab)
+            head = self._headline(lab, est)
+            out += ([head] if head is not None else []) + [e for e in est.values() if e is not head]
+        return out
+
+    def verdicts(self) -> list[Verdict]:
+        out = []
+        for lab in self.labels:
+            head = self._headline(lab)
+            if head is None:
+                continue
+            margin = MARGIN_OFF if self.patched.get(lab) else MARGIN_R2
+            tests = TESTS["baseline"] if not self.patched.get(lab) else TESTS.get(lab, TESTS["lambda"])
+            out.append(verdict("implicit_position", head, margin, tests))
+        return out
+
+    def findings(self) -> list[str]:
+        """Sentences from the verdicts and intervals (what each patched line tests is said first)."""
+        lines = []
+        for v in self.verdicts():
+            net, name = self._headline(v.label), display_name(v.label)
+            if not self.patched.get(v.label):
+                layer = self.per_label[v.label].best_layer
+                if self.n_windows < 2:
+                    lines.append(
+                        f"Position probe, {name}: inconclusive (needs >= 2 windows; a probe cross-validated "
+                        "within one text reads its content, not the position)."
+                    )
+                    continue
+                subject = f"Implicit position in {name}'s hidden states (layer {layer}, in-range bulk)"
+                present, absent = (
+                    "is readable by a linear probe on unseen texts",
+                    "is not readable beyond the margin",
+                )
+            else:
+                subject = f"States past T under {name}"
+                present = "leave the baseline's in-range manifold"
+                absent = "stay on the baseline's in-range manifold"
+            line = describe(v, net, subject=subject, present=present, absent=absent)
+            lines.append(
+                line if not self.patched.get(v.label) else f"{line[:-1]} (this line tests: {v.tests})."
+            )
+        lines += self._contrast_lines()
+        return lines
+
+    def _contrast_lines(self) -> list[str]:
+        out = []
+        if "window" in self.per_label and "lambda" in self.per_label:
+            c = self._estimates("window")[CONTRAST]
+            head = "Without the initial tokens, states past T sit"
+            if not c.has_interval:
+                head = "Without the initial tokens against LM-Infinite: inconclusive (no interval)"
+            elif c.ci_low > 0:
+                head += " farther from the in-range manifold than LM-Infinite's on the same tokens"
+            elif c.ci_high < 0:
+                head += " closer to the in-range manifold than LM-Infinite's on the same tokens"
+            else:
+                head = (
+                    "Without the initial tokens, the distance of states past T from the in-range manifold "
+                    "is not told apart from LM-Infinite's on the same tokens"
+                )
+            out.append(f"{head}: {c.figure} {c.text()}.")
+        if self.reference in self.per_label:
+            d = self._estimates(self.reference)[DIST]
+            if np.isfinite(d.estimate):
+                out.append(
+                    f"The first {self.first_tokens} positions sit {d.text()} RMS spreads from the centroid of "
+                    f"{display_name(self.reference)}'s in-range bulk (one reference for every run)."
+                )
+            a = self._estimates(self.reference)[ANGLE]
+            if a.has_interval:
+                word = (
+                    "exceed" if a.ci_low > 0 else "fall below" if a.ci_high < 0 else "are not told apart from"
+                )
+                out.append(
+                    f"Principal angles between {display_name(self.reference)}'s in-range states and its states "
+                    f"past T {word} those between two in-range halves: excess {a.text()} degrees."
+                )
         return out
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per (label, hidden layer): probe_r2, first_token_distance, pc<i>_var, angle_mean."""
+        """One row per (label, window, hidden layer): probe R² (held out), distances, angles, ratio."""
         rows = []
         for lab, s in self.per_label.items():
-            for ly in s.layers:
-                row = {"label": lab, "hidden_layer": ly.hidden_layer, "probe_r2": ly.probe_r2}
-                row["first_token_distance"] = ly.first_token_distance
-                row.update({f"pc{i + 1}_var": float(v) for i, v in enumerate(ly.explained_variance)})
-                row["principal_angle_mean"] = (
-                    as_float(np.mean(ly.principal_angles)) if ly.principal_angles.size else np.nan
-                )
-                rows.append(row)
+            for i, w in enumerate(s.windows):
+                for ly in w:
+                    rows.append(
+                        {
+                            "label": lab, "window": i, "hidden_layer": ly.hidden_layer,
+                            "probe_r2": ly.probe_r2, "probe_r2_first": ly.probe_r2_first,
+                            "probe_r2_null": ly.probe_r2_null, "first_token_distance": ly.first_token_distance,
+                            "angle_beyond": summary_angle(ly.principal_angles),
+                            "angle_null": summary_angle(ly.null_angles), "off_manifold": ly.off_manifold,
+                            "n_massive": ly.n_massive,
+                        }
+                    )  # fmt: skip
         return pd.DataFrame(rows)
 
-    def figures(self) -> list[go.Figure]:
-        """Distance from the bulk vs position; PCA scatter (layers x labels); probe R² per layer."""
-        colors = label_colors(self.labels)
-        dist = line_figure(
-            "Distance of each token's hidden state from the bulk",
-            "position + 1 (tokens, log scale)",
-            "distance from bulk centroid (bulk RMS units)",
-            log_x=True,
-        )
-        for lab, s in self.per_label.items():
-            if not s.layers:
-                continue
-            prof = nanmean(np.stack([ly.distance_profile for ly in s.layers]), axis=0)  # (M,)
-            idx = downsample_index(prof.size, log=True)
-            dist.add_trace(
-                go.Scatter(
-                    x=s.positions[idx] + 1,
-                    y=prof[idx],
-                    name=f"{lab} (mean over layers)",
-                    line={"color": colors[lab]},
-                )
-            )
-        mark_train_len(dist, self.train_len, log_x=True)
-        probe = line_figure(
-            "Linear probe for position",
-            "hidden layer (0 = embeddings)",
-            "cross-validated R² of ln(position + 1)",
-        )
-        for lab, s in self.per_label.items():
-            x = [ly.hidden_layer for ly in s.layers]
-            y = [ly.probe_r2 for ly in s.layers]
-            probe.add_trace(go.Scatter(x=x, y=y, name=lab, mode="lines+markers", line={"color": colors[lab]}))
-        return [dist, self._scatter(), probe]
+    def layer_table(self, lab: str) -> pd.DataFrame:
+        """Per hidden layer: median held-out bulk R² over windows and its range (min, max)."""
+        s = self.per_label[lab]
+        rows = []
+        for k in s.layer_ids:
+            med, lo, hi = median_range(s.values("probe_r2", k))
+            rows.append({"hidden_layer": k, "median": med, "min": lo, "max": hi})
+        return pd.DataFrame(rows, columns=["hidden_layer", "median", "min", "max"])
 
-    def _scatter(self) -> go.Figure:
-        """PCA scatter: one row per shown layer (<= 3), one column per label, colour = log10(position + 1)."""
-        labs = [lab for lab, s in self.per_label.items() if s.layers]
-        shown = sorted({ly.hidden_layer for lab in labs for ly in self.per_label[lab].layers})
-        if len(shown) > MAX_SCATTER_LAYERS:
-            shown = [shown[0], shown[len(shown) // 2], shown[-1]]
-        titles = [f"{lab}, hidden layer {k}" for k in shown for lab in labs]
-        fig = make_subplots(rows=max(len(shown), 1), cols=max(len(labs), 1), subplot_titles=titles)
-        cmax = max(
-            (float(np.log10(s.positions.max() + 1)) for s in self.per_label.values() if s.positions.size),
-            default=1,
-        )
-        ticks = [v for v in range(int(np.floor(cmax)) + 1)]
-        first = True
-        for r, k in enumerate(shown):
-            for c, lab in enumerate(labs):
-                ly = next((ly for ly in self.per_label[lab].layers if ly.hidden_layer == k), None)
-                if ly is None:
-                    continue
-                marker = {
-                    "size": 4,
-                    "color": np.log10(ly.coord_positions + 1.0),
-                    "colorscale": "Viridis",
-                    "cmin": 0,
-                    "cmax": cmax,
-                    "showscale": first,
-                    "colorbar": {
-                        "title": "position",
-                        "tickvals": ticks,
-                        "ticktext": [f"{10**v - 1:g}" for v in ticks],
-                    },
-                }
-                fig.add_trace(
-                    go.Scatter(
-                        x=ly.coords[:, 0],
-                        y=ly.coords[:, 1],
-                        mode="markers",
-                        marker=marker,
-                        showlegend=False,
-                        text=[f"position {p}" for p in ly.coord_positions],
-                    ),
-                    row=r + 1,
-                    col=c + 1,
-                )
-                first = False
-                fig.update_xaxes(title_text="PC1", row=r + 1, col=c + 1)
-                fig.update_yaxes(title_text="PC2", row=r + 1, col=c + 1)
-        fig.update_layout(
-            title="Hidden states, first two principal components, coloured by position",
-            template="plotly_white",
-            height=320 * max(len(shown), 1) + 80,
-        )
-        return fig
+    def figures(self) -> list:
+        """Distance profile; PCA view; per-layer probe R² (median, range); off-manifold forest."""
+        from lminf_diag.analyze.position_figures import position_figures
 
-
-def _position_stats(label: str, trace: Trace, layers: list[int] | None, args: dict) -> PositionStats:
-    avail = [int(k) for k in np.asarray(trace.hidden_layers)]
-    pos_all = np.asarray(trace.hidden_positions, dtype=np.int64)
-    wanted = avail if layers is None else [k for k in layers if k in avail]
-    out = []
-    for k in wanted:
-        x = np.asarray(trace.hidden[avail.index(k)], dtype=np.float32)  # (M, D)
-        ok = np.isfinite(x).all(axis=1)
-        if ok.sum() >= 2:
-            ly = layer_subspace(x[ok], pos_all[ok], k, args)
-            full = np.full(pos_all.size, np.nan)  # (M,): NaN where a state was not finite
-            full[ok] = ly.distance_profile
-            ly.distance_profile = full
-            out.append(ly)
-    return PositionStats(label=label, positions=pos_all, layers=out)
+        return position_figures(self)
 
 
 def position_subspaces(
-    trace_or_cmp,
+    obj,
     *,
     layers: list[int] | None = None,
     n_components: int = 2,
     first_tokens: int = 4,
-    window: int | None = None,
     train_len: int | None = None,
+    bulk_start: int | None = None,
 ) -> PositionSubspaceResult:
-    """PCA, first-token distance, position probe and principal angles per hidden layer.
+    """Factor 3 over one window (a Trace or Comparison) or several (a `Replicate`, a list of Comparisons).
 
-    layers: hidden-layer indices (values of `trace.hidden_layers`), default all. window: tokens
-    per window for principal angles; None compares positions [first_tokens, train_len) with all
-    positions >= train_len, w compares [train_len - w, train_len) with the last w positions.
+    layers: hidden-layer indices (values of `trace.hidden_layers`), default all. first_tokens:
+    positions counted in the first-token distance. bulk_start: first bulk position (default
+    max(64, n_global), capped at T/2). The probe needs >= 2 windows (else its R² is NaN).
 
-    >>> from tests.synthetic import make_trace
-    >>> r = position_subspaces(make_trace(n=256, train_len=64))
-    >>> r.summary()["baseline"]["probe_r2"] > 0.9
+    >>> from tests.synthetic import make_comparison
+    >>> r = position_subspaces(make_comparison(n=256, train_len=128))  # one window: no grouped fold
+    >>> [(v.label, v.verdict) for v in r.verdicts()]
+    [('baseline', 'inconclusive'), ('lambda', 'inconclusive')]
+    >>> r.summary()["baseline"]["first-token distance"] > 5  # first tokens planted far from the bulk
     True
     """
-    if n_components < 1 or first_tokens < 0 or (window is not None and window < 2):
-        raise InvalidArgumentError("need n_components >= 1, first_tokens >= 0 and window >= 2 (or None)")
-    traces = as_traces(trace_or_cmp)
-    if not any(np.asarray(t.hidden).size for t in traces.values()):
+    if n_components < 1 or first_tokens < 0 or (bulk_start is not None and bulk_start < 1):
+        raise InvalidArgumentError("need n_components >= 1, first_tokens >= 0 and bulk_start >= 1 (or None)")
+    windows = as_windows(obj)
+    labels = window_labels(windows)
+    if not any(np.asarray(t.hidden).size for w in windows for t in w.values()):
         raise InvalidArgumentError("no trace holds hidden states; capture hidden layers to analyze positions")
     if layers is not None:
-        known = {int(k) for t in traces.values() for k in np.asarray(t.hidden_layers)}
+        known = {int(k) for w in windows for t in w.values() for k in np.asarray(t.hidden_layers)}
         if not set(layers) & known:
             raise InvalidArgumentError(f"layers={layers}; captured hidden layers are {sorted(known)}")
-    tl = common_train_len(traces, train_len)
-    args = {"n_components": n_components, "first_tokens": first_tokens, "window": window, "train_len": tl}
-    # One BLAS thread: these (m, m) eigh/SVD calls are small, and OpenBLAS threads on a busy
-    # machine made them 10-40x slower in measurements; single-threaded they are fast everywhere.
+    tl = windows_train_len(windows, train_len)
+    n_global = max(
+        [int((t.meta.patch or {}).get("n_global") or 0) for w in windows for t in w.values()] + [0]
+    )
+    bound = int(bulk_start) if bulk_start is not None else bulk_bound(n_global, tl)
+    with_hidden = [lab for lab in labels if np.asarray(windows[0][lab].hidden).size]
+    ref = "baseline" if "baseline" in with_hidden else with_hidden[0]
+    args = {"k": n_components, "first_tokens": first_tokens}
+    # One BLAS thread: these small eigh/SVD calls got 10-40x slower with OpenBLAS threads on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        per_label = {lab: _position_stats(lab, t, layers, args) for lab, t in traces.items()}
-    return PositionSubspaceResult(labels=list(traces), train_len=tl, per_label=per_label)
+        per_label = {lab: label_stats(lab, windows, ref, layers, tl, bound, args) for lab in labels}
+    patched = {lab: windows[0][lab].meta.patch is not None and lab != "baseline" for lab in labels}
+    return PositionSubspaceResult(
+        labels=labels, train_len=tl, per_label=per_label, n_windows=len(windows), bulk_start=bound,
+        first_tokens=first_tokens, reference=ref, patched=patched,
+    )  # fmt: skip
+
+
+__all__ = ["LayerSubspace", "PositionStats", "PositionSubspaceResult", "position_subspaces"]

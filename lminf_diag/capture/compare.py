@@ -17,6 +17,7 @@ from .nll import token_nll
 from .prefix import Prefix, merge_prefix, shared_length
 from .recorder import capture
 from .trace import Trace
+from .windows import Replicate
 
 AUTO_STRIDE_MAX_FULL = 1024  # up to this many tokens: every row
 AUTO_STRIDE_ROWS = 256  # beyond: about this many evenly spaced rows (plus log-spaced ones)
@@ -144,3 +145,31 @@ def compare(model, tokenizer=None, text=None, length: int | None = None, *, inpu
                                   keep_prefix=share if patch is None and len(runs) > 1 else 0,
                                   on_prefix=held.append)
     return Comparison(traces)
+
+
+def compare_windows(model, tokenizer, length: int, *, windows: int = 4, texts: Sequence[str] | None = None,
+                    repeat: bool = False, progress: Callable[[str], None] | None = None, **settings) -> Replicate:
+    """`compare` over K independent windows of `length` tokens: a `Replicate` for the analyzers.
+
+    Windows share no token: the first from `texts[0]`, then one per other text, then later
+    offsets (`capture.windows.plan_windows`); `texts` defaults to every bundled book, the default
+    one first. `settings` are `compare`'s keywords (modes, n_global, n_local, stride, ...).
+
+    Example:
+        >>> rep = compare_windows(model, tok, 12288, windows=4, modes=["lambda"])   # doctest: +SKIP
+        >>> ld.analyze.entropy_growth(rep).key_frame()                             # doctest: +SKIP
+    """
+    from ..data import default_text, list_books
+    from .windows import plan_windows
+
+    if texts is None:
+        texts = [default_text()] + [b for b in list_books() if b != default_text()]
+    out = []
+    for where, ids in plan_windows(tokenizer, list(texts), length, windows, repeat=repeat):
+        if progress:
+            progress(f"window {where.index + 1}/{windows}: {where.text} from token {where.offset}")
+        cmp = compare(model, input_ids=ids, text_source=where.text, progress=progress, **settings)
+        for trace in cmp.traces.values():
+            trace.meta.extra["window"] = where.to_dict()
+        out.append(cmp)
+    return Replicate(out)
