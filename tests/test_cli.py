@@ -14,7 +14,7 @@ from lminf_diag.errors import RunDirectoryError
 from lminf_diag.runs import RUN_FILE, RunDir, trace_step
 from tests.synthetic import make_trace
 
-TINY = ["--length", "96", "--n-local", "32", "--n-global", "2", "--train-len", "32"]
+TINY = ["--length", "96", "--n-local", "32", "--n-global", "2", "--train-len", "32", "--windows", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +73,23 @@ def test_entropy_writes_report_and_resumes(capsys, tiny_folder, tmp_path):
     assert code == 0, err
     assert (out / "entropy.html").is_file() and (out / RUN_FILE).is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["sections"]["entropy"]) == {"baseline", "lambda"}
+    assert {k["label"] for k in summary["key_figures"]} == {"baseline", "lambda"}
+    assert all(set(k) >= {"figure", "label", "estimate", "ci_low", "ci_high", "n", "unit"} for k in summary["key_figures"])
+    assert {(v["factor"], v["label"]) for v in summary["verdicts"]} == {
+        ("entropy_growth", "baseline"), ("entropy_growth", "lambda")}
+    assert summary["config"]["windows"] == 2 and summary["versions"]["git"]
     assert summary["meta"]["train_len"] == 32 and summary["meta"]["n_local"] == 32
-    assert "entropy slope >T" in stdout and "report:" in stdout
-    assert "[1/2] baseline: forward over 96 tokens" in err and "left" in err
+    assert "entropy slope past T" in stdout and "report:" in stdout and "verdict" in stdout
+    assert "[1/4] window 1/2 (carroll-alice), baseline: forward over 96 tokens" in err and "left" in err
     info = json.loads((out / RUN_FILE).read_text())
-    assert list(info["steps"]) == ["trace:baseline", "trace:lambda"]
-    assert info["args"]["length"] == 96 and info["args"]["stride"] == 1
+    assert list(info["steps"]) == ["trace:baseline", "trace:lambda", "trace:baseline@w1", "trace:lambda@w1"]
+    assert info["args"]["length"] == 96 and info["args"]["stride"] == 1 and info["args"]["windows"] == 2
     assert "torch" in info["versions"] and "git" in info and info["created"]
     assert all(s["seconds"] is not None for s in info["steps"].values())
 
     code, stdout, err = run_cli(capsys, "entropy", "--model", tiny_folder, *TINY, "--out", out)
     assert code == 0
-    assert "skipped finished steps trace:baseline, trace:lambda" in stdout
+    assert "skipped 4 finished capture step(s)" in stdout
     assert "loading model" not in err  # nothing left to capture: the model is not even loaded
 
     other = [a if a != "96" else "64" for a in TINY]
@@ -105,12 +109,13 @@ def test_other_verbs_reuse_the_same_captures(capsys, tiny_folder, tmp_path):
     code, stdout, _ = run_cli(capsys, "pca", "--model", tiny_folder, *TINY, "--out", out, "--json")
     assert code == 0
     payload = json.loads(stdout)  # with --json, stdout is only the JSON document
-    assert payload["report"].endswith("pca.html") and "positions" in payload["summary"]
+    assert payload["report"].endswith("pca.html") and set(payload["sections"]) == {"positions"}
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["sections"]) == {"logits", "positions"} and set(summary["reports"]) == {
         "logits",
         "pca",
     }
+    assert {v["factor"] for v in summary["verdicts"]} == {"logit_explosion", "implicit_position"}
 
 
 def test_report_verb_and_rebuild_from_folder(capsys, tiny_folder, tmp_path):
@@ -121,7 +126,7 @@ def test_report_verb_and_rebuild_from_folder(capsys, tiny_folder, tmp_path):
     html = (out / "report.html").read_text()
     for title in ("Attention logits", "Attention entropy", "Implicit absolute position", "Loss by position"):
         assert title in html
-    assert "[3/3] window" in err and "NLL >T" in stdout
+    assert "[6/6] window 2/2 (bryant-stories), window" in err and "loss_breakdown" in stdout
 
     again = tmp_path / "again"
     code, stdout, err = run_cli(capsys, "report", out, "--model", "no-such-model", "--out", again)
@@ -134,7 +139,7 @@ def test_report_verb_and_rebuild_from_folder(capsys, tiny_folder, tmp_path):
     both = tmp_path / "both"
     code, stdout, err = run_cli(capsys, "report", out, other, "--out", both, "--json")
     assert code == 0, err
-    labels = list(json.loads(stdout)["key_figures"])
+    labels = list(dict.fromkeys(k["label"] for k in json.loads(stdout)["key_figures"]))
     assert labels == ["rep:baseline", "lambda", "window", "rep2:baseline"]
 
 

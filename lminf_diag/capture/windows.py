@@ -84,10 +84,12 @@ def plan_windows(
             break
     if len(out) < k:
         if not repeat:
+            sizes = ", ".join(f"{name}: {n_tok}" for name, _t, n_tok in loaded)
+            head = (f"The text has {loaded[0][2]} tokens" if len(loaded) == 1 else f"The texts have ({sizes}) tokens")
             raise TextTooShortError(
-                f"only {len(out)} windows of {length} tokens fit in {', '.join(map(str, texts))} without "
-                f"sharing a token, {k} asked; pass more or longer texts, fewer windows, a shorter length, "
-                "or --repeat (windows of repeated text: replicates of the text, not independent texts)"
+                f"{head}: only {len(out)} windows of {length} tokens fit without sharing a token, {k} asked. "
+                "Pass more or longer texts, fewer windows (--windows), a shorter length, or --repeat (windows "
+                "of repeated text: replicates of the text, not independent texts)."
             )
         for j in range(len(out), k):
             name, text, n_tok = loaded[j % len(loaded)]

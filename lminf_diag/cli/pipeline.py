@@ -246,37 +246,15 @@ def run_meta(run: RunDir, traces: Any, **extra: Any) -> dict[str, Any]:
     return meta
 
 
-CONFIG_KEYS = ("model", "text", "windows", "length", "train_len", "labels", "n_global", "n_local", "limit",
-               "stride", "settings")
-
-
-def results_payload(verb: str, results: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The one JSON schema of `--json` and `summary.json`.
-
-    `{verb, config, versions, key_figures: [{figure, label, estimate, ci_low, ci_high, n, unit, ...}],
-    verdicts: [{factor, label, verdict, ...}], findings: [str], meta}`; versions include `git`."""
-    from lminf_diag.report import findings, key_table, verdict_list
-
-    versions = dict(meta.get("versions") or {})
-    versions["git"] = meta.get("git") or "-"
-    return {
-        "verb": verb,
-        "config": {k: meta.get(k) for k in CONFIG_KEYS if k in meta},
-        "versions": versions,
-        "key_figures": key_table(results).to_records(),
-        "verdicts": [v.to_dict() for v in verdict_list(results)],
-        "findings": findings(results, meta),
-        "meta": dict(meta),
-    }
-
-
 def write_outputs(
     verb: str, out: Path, results: Mapping[str, Any], meta: dict[str, Any], args: argparse.Namespace,
     title: str | None = None,
 ) -> int:
     """The report `<out>/<verb>.html` (page `title`, default the report's own), `<out>/summary.json`
-    (`results_payload`), the key-figure and verdict tables, and the same JSON on stdout with --json."""
+    (`results_payload`, merged with other verbs' sections of the same folder), the verdict and
+    key-figure tables, the findings, and this verb's JSON on stdout with --json."""
     from lminf_diag.report import build_report, format_table, format_verdicts, key_table, verdict_list
+    from lminf_diag.report.schema import merge_summary, results_payload
 
     stream = options.human(args)
     with timed(f"writing {verb}.html", sys.stderr):
@@ -284,7 +262,8 @@ def write_outputs(
     payload = results_payload(verb, results, meta)
     payload["report"] = html.name
     summary_path = out / "summary.json"
-    atomic_write_text(summary_path, json.dumps(to_json_safe(payload), indent=2) + "\n")
+    summary = merge_summary(summary_path, payload, verb, html.name)
+    atomic_write_text(summary_path, json.dumps(to_json_safe(summary), indent=2) + "\n")
     print("\n" + format_verdicts(verdict_list(results)), file=stream)
     print("\n" + format_table(key_table(results)), file=stream)
     print("\n" + "\n".join(f"- {line}" for line in payload["findings"]), file=stream)
