@@ -37,3 +37,18 @@ def test_patched_loss_stays_low_past_training_length(embedded):
     print(f"NLL 12k-16k plain {far_plain:.2f} patched {far_patched:.2f}; patched 4k-8k {mid_patched:.2f}")
     assert far_plain > far_patched + 2.0, "the unpatched model should collapse past ~10k tokens"
     assert far_patched < mid_patched + 1.0, "the patched model should stay near its in-range loss"
+
+
+def test_pretend_training_length_null_is_not_present(embedded):
+    """The embedded model (true T = 8192) read at 2048 tokens as if T were 1024: nothing is out of
+    distribution, so neither logit explosion nor entropy growth may come out `present`."""
+    from lminf_diag import compare_windows
+    from lminf_diag.analyze import entropy_growth, logit_explosion
+
+    model, tok = embedded
+    with torch.no_grad():
+        rep = compare_windows(model, tok, 2048, windows=4, modes=(), hidden_layers=[], stride=8, train_len=1024)
+    for result in (logit_explosion(rep), entropy_growth(rep)):
+        verdict = result.verdicts()[0]
+        print(result.findings()[0])
+        assert verdict.label == "baseline" and verdict.verdict != "present", result.findings()

@@ -111,10 +111,12 @@ def compare(model, tokenizer=None, text=None, length: int | None = None, *, inpu
             modes: Sequence[str] = ("lambda",), baseline: bool = True, n_global: int = 10,
             n_local: int | None = None, limit: int | None = None, layers=None, heads=None,
             hidden_layers=None, stride: int = 1, hidden_stride: int = 1, text_source: str = "",
-            progress: Callable[[str], None] | None = None) -> Comparison:
+            progress: Callable[[str], None] | None = None, train_len: int | None = None) -> Comparison:
     """Run the same token window baseline and patched; a `Comparison` of their traces.
 
     `text` is a string (tokenised to `length` tokens) or give `input_ids` (1, N) directly.
+    `train_len` overrides the model's training length (the patch's default n_local, the capture's
+    profile rows and bands, the traces' meta): a smaller one runs a pretend-T null.
 
     Example:
         >>> cmp = compare(model, tok, text, 4096, n_global=10)          # doctest: +SKIP
@@ -135,13 +137,13 @@ def compare(model, tokenizer=None, text=None, length: int | None = None, *, inpu
     ]
     traces = {}
     held: list[Prefix] = []
-    share = n_local or model_info(model).train_len or 0
+    share = n_local or model_info(model, train_len=train_len).train_len or 0
     for label, patch in runs:
         if progress:
             progress(f"{label}: forward pass over {input_ids.shape[1]} tokens")
         traces[label] = run_trace(model, input_ids, label=label, patch=patch, layers=layers, heads=heads,
                                   hidden_layers=hidden_layers, stride=stride, hidden_stride=hidden_stride,
-                                  text_source=text_source, prefix=held[0] if held else None,
+                                  text_source=text_source, prefix=held[0] if held else None, train_len=train_len,
                                   keep_prefix=share if patch is None and len(runs) > 1 else 0,
                                   on_prefix=held.append)
     return Comparison(traces)
