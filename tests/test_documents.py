@@ -71,7 +71,9 @@ def test_nll_matches_direct_reference(tok, folder):
     assert not np.allclose(res.nll["baseline"][:, 33:], res.nll["lambda"][:, 33:], atol=1e-4)
     s = res.summary()
     for mode in ("baseline", "lambda"):
-        assert s[mode]["nll_within"] == pytest.approx(np.nanmean(res.nll[mode][:, :32].astype(np.float64)))
+        # the in-range reference is positions T/2..T (16..32), never the cold start 0..T
+        assert s[mode]["nll_within"] == pytest.approx(np.mean(res.nll[mode][:, 16:32].astype(np.float64)))
+        assert s[mode]["nll_beyond"] == pytest.approx(np.mean(res.nll[mode][:, 32:].astype(np.float64)))
         assert s[mode]["nll_1_2x"] == pytest.approx(np.mean(res.nll[mode][:, 32:].astype(np.float64)))
         assert (
             np.isnan(s[mode]["nll_2_4x"]) and np.isnan(s[mode]["capped_at"]) and s[mode]["n_documents"] == 2
@@ -187,10 +189,12 @@ def test_result_figures_and_ranges():
         "nll_2_4x"
     ] == pytest.approx(5.0, abs=0.01)
     assert s["lambda"]["nll_2_4x"] == 2.0 and s["baseline"]["capped_at"] == 3000.0
-    assert list(s["baseline"]) == ["nll_within", "nll_1_2x", "nll_2_4x", "capped_at", "n_documents"]
+    assert list(s["baseline"])[-6:] == [
+        "nll_within", "nll_beyond", "nll_1_2x", "nll_2_4x", "capped_at", "n_documents"
+    ]
     assert np.all(res.lo["baseline"][10:2900] <= res.mean["baseline"][10:2900] + 1e-9)
     assert np.all(res.hi["baseline"][10:2900] >= res.mean["baseline"][10:2900] - 1e-9)
-    (fig,) = res.figures()
+    fig = res.figures()[0]
     assert len(fig.data) == 6 and all(len(tr.x) <= 2000 for tr in fig.data)
     assert [tr.fill for tr in fig.data[:2]] == [None, "tonexty"]
     assert fig.data[2].line.color == "#1f77b4" and fig.data[5].line.color == "#ff7f0e"
@@ -201,7 +205,7 @@ def test_result_figures_and_ranges():
         and len(frame) == 2 * length
     )
     docs = res.document_frame()
-    assert len(docs) == 6 and docs.loc[docs.label == "lambda", "nll_within"].eq(2.0).all()
+    assert len(docs) == 6 and docs.loc[docs.label == "lambda", "in_range"].eq(2.0).all()
 
 
 def test_changed_document_is_recomputed(tok, folder, tmp_path, monkeypatch):
@@ -232,11 +236,15 @@ def test_cli_ppl(tmp_path, folder, texts, capsys):
     captured = capsys.readouterr()
     assert re.search(r"short\.txt: \d+ tokens, shorter than the requested 48; skipped", captured.out)
     assert "documents (2): carroll-alice, shakespeare-hamlet" in captured.out
-    assert "baseline stopped at 40 tokens" in captured.out and "docs NLL 1-2T" in captured.out
+    assert "baseline stopped at 40 tokens" in captured.out and "baseline T/2..T" in captured.out
     assert "[4/4] lambda: shakespeare-hamlet, forward over 48 tokens" in captured.err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["sections"]["ppl"]["baseline"]["capped_at"] == 40.0
-    assert summary["sections"]["ppl"]["lambda"]["capped_at"] is None
+    assert summary["meta"]["capped_at"] == {"baseline": 40, "lambda": None}
+    in_range = [k for k in summary["key_figures"] if k["figure"] == "NLL in range (T/2..T)"]
+    assert [k["label"] for k in in_range] == ["baseline", "lambda"] and in_range[0]["n"] == 2
+    assert [(v["factor"], v["label"]) for v in summary["verdicts"]] == [
+        ("loss_breakdown", "baseline"), ("loss_breakdown", "lambda")
+    ]
     html = (out / "ppl.html").read_text()
     assert "stopped at 40 tokens" in html
     assert main([*args, "--out", str(out), "--mode", "lambda", "--mode", "window"]) == 0

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from lminf_diag.lab.run import LabSettings, fluency_curves, run_lab
+from lminf_diag.errors import InvalidArgumentError
+from lminf_diag.lab.copy_task import copy_gain, copy_sequences
+from lminf_diag.lab.run import loss_result
 from lminf_diag.lab.specs import LAB_SPECS, TrainSettings, lab_names, lab_spec
 from lminf_diag.lab.tokenizer import byte_tokenizer, encode_bytes
 from lminf_diag.lab.train import EXACT_STEPS, train_model, weights_digest
@@ -44,14 +46,54 @@ def test_training_is_deterministic():
     assert weights_digest(c.model) != weights_digest(a.model)
 
 
-def test_fluency_curves_analytic():
-    T = 64
-    nll = {"flat": np.full(16 * T, 2.0), "breaks_at_4T": np.r_[np.full(4 * T, 2.0), np.full(12 * T, 5.0)]}
-    ends, curves, ref, until = fluency_curves(nll, T, tolerance=0.1)
-    assert ref == {"flat": 2.0, "breaks_at_4T": 2.0}
-    assert until["flat"] == 16 * T
-    assert 3 * T <= until["breaks_at_4T"] <= 4 * T  # the bin holding position 4T is the first to fail
-    assert np.allclose(curves["flat"], 2.0) and ends[-1] == 16 * T - 1
+def test_copy_task_layout_and_gain_arithmetic():
+    """Hand-made case: the second copy sits exactly d after the first; the gain is control minus
+    repeat over the second copy without its first token (written out by hand below)."""
+    text = bytes(range(65, 91)) * 40
+    rep, ctl, (a, b) = copy_sequences(text, distance=40, length=8, prefix=5, seed=3)
+    assert (a, b) == (6, 46) and len(rep) == len(ctl) == 1 + 5 + 40 + 8 and rep[0] == 256
+    assert rep[a : a + 8] == rep[b : b + 8] and all(97 <= t <= 122 for t in rep[b:])  # lowercase letters
+    assert ctl[b:] == rep[b:] and ctl[:a] == rep[:a] and ctl[a + 8 : b] == rep[a + 8 : b]
+    assert ctl[a : a + 8] != rep[a : a + 8]  # the control's first place holds a fresh string
+    n = len(rep)
+    nll_rep, nll_ctl = np.full(n, 1.0), np.full(n, 1.0)
+    nll_rep[b : b + 8] = [9.0, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0]  # position b (first letter) is not scored
+    nll_ctl[b : b + 8] = [0.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    want = (7 * 3.0 - (3 * 0.5 + 4 * 1.0)) / 7
+    assert copy_gain(nll_rep, nll_ctl, b, 8) == pytest.approx(want)
+    with pytest.raises(InvalidArgumentError):
+        copy_sequences(text, distance=4, length=8, prefix=5, seed=0)  # d < L: the copies would overlap
+
+
+def test_loss_pass_wrapper_gives_verdicts_over_windows():
+    """Per-token losses (K, N) through `loss_result`: a loss that doubles past 2T is a breakdown, a flat
+    one is not; every figure has n = K windows."""
+    T, k = 64, 5
+    rng = np.random.default_rng(0)
+    flat = 2.0 + 0.05 * rng.standard_normal((k, 8 * T))
+    rising = flat.copy()
+    rising[:, 2 * T :] += 2.0
+    for arr in (flat, rising):
+        arr[:, 0] = np.nan
+    r = loss_result({"baseline": rising, "lambda": flat}, T, 0.1, [f"w{i}" for i in range(k)])
+    verdicts = {v.label: v.verdict for v in r.verdicts() if v.factor == "loss_breakdown"}
+    assert verdicts == {"baseline": "present", "lambda": "absent"}
+    assert {e.n for e in r.key_figures()} == {k}
+
+
+def test_lab_cell_record_round_trips_through_json():
+    from lminf_diag.analyze.estimate import Estimate, Verdict
+    from lminf_diag.lab.result import LabCell
+
+    e = Estimate("x", "baseline", 1.0, float("nan"), float("nan"), 1, "u")
+    v = Verdict("logit_explosion", "baseline", "present", "x", 0.25, "t")
+    cell = LabCell("lab-rope", "rope", 4, 512, 1, [("logits", e)], [v], ["a sentence."], True)
+    back = LabCell.from_record(
+        "lab-rope", "rope", 4, 512, json.loads(json.dumps(cell.to_record(), allow_nan=False))
+    )
+    assert back.verdicts == cell.verdicts and back.findings == cell.findings and back.repeated
+    ((sec, got),) = back.key_figures
+    assert sec == "logits" and got.figure == "x" and got.n == 1 and not got.has_interval
 
 
 @torch.no_grad()
@@ -84,9 +126,14 @@ def test_shipped_model_loads_with_its_scheme_and_training_length(name):
     model, tok = load_model(name)
     info = model_info(model)
     assert info.train_len == 128 and info.train_len_source == "lminf_diag.json"
-    assert info.position == {"lab-rope": "rope", "lab-alibi": "alibi", "lab-partial": "rope_partial",
-                             "lab-nope": "none"}[name]
-    assert tok.decode(tok("The pass key is 4711.", add_special_tokens=False)["input_ids"]) == "The pass key is 4711."
+    assert (
+        info.position
+        == {"lab-rope": "rope", "lab-alibi": "alibi", "lab-partial": "rope_partial", "lab-nope": "none"}[name]
+    )
+    assert (
+        tok.decode(tok("The pass key is 4711.", add_special_tokens=False)["input_ids"])
+        == "The pass key is 4711."
+    )
     meta = json.loads((lab_folder(name) / "lminf_diag.json").read_text())
     assert meta["weights_sha256"] == weights_digest(model)  # the card's digest is of these weights
     assert (lab_folder(name) / "README.md").read_text().startswith(f"# {name}")
@@ -101,30 +148,14 @@ def test_retraining_reproduces_the_recorded_first_steps(name):
     s = meta["settings"]
     settings = TrainSettings(**{**s, "books": tuple(s["books"])})
     run = train_model(lab_spec(name), settings, stop_after=EXACT_STEPS)
-    assert np.allclose(run.losses, meta["first_losses"], atol=1e-4), (run.losses[:3], meta["first_losses"][:3])
+    assert np.allclose(run.losses, meta["first_losses"], atol=1e-4), (
+        run.losses[:3],
+        meta["first_losses"][:3],
+    )
 
 
 def test_lab_specs_cover_four_schemes():
     assert sorted(s.scheme for s in LAB_SPECS) == ["alibi", "none", "rope", "rope_partial"]
-
-
-@SHIPPED
-def test_diag_lab_cli_writes_report_and_resumes(tmp_path, capsys):
-    from lminf_diag.cli.main import main
-
-    out = tmp_path / "lab"
-    argv = ["lab", "--models", "lab-rope", "lab-nope", "--multiples", "4", "--fluency-multiple", "8",
-            "--out", str(out), "--json"]
-    assert main(argv) == 0
-    payload = json.loads(capsys.readouterr().out)
-    figures = payload["key_figures"]
-    assert set(figures) == {"lab-rope baseline", "lab-rope lambda", "lab-nope baseline", "lab-nope lambda"}
-    assert figures["lab-rope baseline"]["lab.multiple"] == 4
-    html = (out / "lab.html").read_text()
-    assert "Position schemes compared" in html and "lab-nope" in html
-    assert main(argv) == 0  # again: every step loads from the run folder
-    err = capsys.readouterr().err
-    assert err.count("skipped") >= 4 and "plain and LM-Infinite ..." not in err
 
 
 def test_diag_lab_rejects_unknown_model(capsys):
@@ -134,43 +165,77 @@ def test_diag_lab_rejects_unknown_model(capsys):
     assert "lab-rope" in capsys.readouterr().err  # argparse lists the choices
 
 
+ROPE_ARGS = [
+    "--models",
+    "lab-rope",
+    "--multiples",
+    "4",
+    "--windows",
+    "4",
+    "--fluency-multiple",
+    "4",
+    "--copy-trials",
+    "4",
+    "--copy-distances",
+    "0.25",
+    "2",
+]
+
+
 @pytest.fixture(scope="module")
-def rope_lab():
-    """lab-rope at 16x its training length (2048 tokens), plain and LM-Infinite, loss to 16x T."""
-    if not lab_available("lab-rope"):
-        pytest.skip("lab weights not shipped")
-    return run_lab(LabSettings(models=("lab-rope",), multiples=(16,), fluency_multiple=16, fluency_windows=4))
+def rope_lab(tmp_path_factory):
+    """`diag lab` on lab-rope at 4x T over 4 windows (loss pass to 4x T, copy task at T/4 and 2T): the
+    JSON payload, the run folder and stderr of a second, resumed run."""
+    import contextlib
+    import io
 
-
-def test_rope_lab_model_breaks_past_its_training_length_and_the_patch_fixes_it(rope_lab):
-    """Loss: the baseline's rises well above its in-range loss past T; the patched model's stays close.
-
-    Measured when the weights were made (16x T = 2048 bytes of the held-out book): loss beyond T
-    over the in-range loss 1.2-1.3 plain, 0.87 patched; plain leaves the 10% band before 2T,
-    the patched model never does.
-    """
-    s = rope_lab.summary()
-    base, lam = s["lab-rope baseline"], s["lab-rope lambda"]
-    assert base["nll_ratio"] > 1.12, base["nll_ratio"]
-    assert lam["nll_ratio"] < 1.0, lam["nll_ratio"]
-    assert base["fluent_until"] < 2 * 128 and lam["fluent_until"] == 16 * 128
-
-
-def test_rope_lab_model_entropy_grows_past_training_length_unless_patched(rope_lab):
-    """Entropy: slope past T about 0.9 nats per ln n plain (measured), about 0.02 patched."""
-    s = rope_lab.summary()
-    assert s["lab-rope baseline"]["entropy_slope_beyond"] > 0.5
-    assert abs(s["lab-rope lambda"]["entropy_slope_beyond"]) < 0.1
-
-
-def test_rope_lab_model_hidden_states_carry_position():
-    """Position: a probe reads log-position from hidden states (no position embedding exists):
-    best layer R² 0.36 measured, embeddings 0.07; with shuffled positions R² is about 0."""
-    from lminf_diag.lab.run import in_range_probe
+    from lminf_diag.cli.main import main
 
     if not lab_available("lab-rope"):
         pytest.skip("lab weights not shipped")
-    model, _ = load_model("lab-rope")
-    r2 = in_range_probe(model, 128)
-    assert r2[1:].max() > 0.25 and r2[1:].max() > 3 * r2[0], r2
-    assert in_range_probe(model, 128, shuffle=True).max() < 0.05
+    out = tmp_path_factory.mktemp("lab") / "run"
+    argv = ["lab", *ROPE_ARGS, "--out", str(out), "--json"]
+    stdout, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(argv) == 0
+    payload = json.loads(stdout.getvalue())
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(argv) == 0  # again: every cell loads from the run folder
+    return payload, out, err.getvalue()
+
+
+def test_diag_lab_writes_the_shared_schema_and_resumes(rope_lab):
+    payload, out, err = rope_lab
+    assert {"config", "versions", "key_figures", "verdicts", "findings"} <= set(payload)
+    assert (out / "lab.html").is_file() and (out / "summary.json").is_file()
+    assert err.count("skipped") >= 3 and "plain and LM-Infinite ..." not in err
+    labels = {r["label"] for r in payload["key_figures"]}
+    assert {"lab-rope 4xT:baseline", "lab-rope 4xT:lambda", "lab-rope:baseline"} <= labels
+
+
+def test_rope_lab_verdicts_come_from_windows(rope_lab):
+    """lab-rope at 4x T, 4 windows: the baseline's logits explode past T (measured: paired excess net of
+    the T/2 null 0.70, CI 0.61..0.79) and its entropy grows (net slope 0.76, CI 0.37..1.14); LM-Infinite's
+    are not present. Every verdict's figure is an estimate over the 4 windows."""
+    payload, _, _ = rope_lab
+    v = {(r["factor"], r["label"]): r["verdict"] for r in payload["verdicts"]}
+    assert v[("logit_explosion", "lab-rope 4xT:baseline")] == "present"
+    assert v[("logit_explosion", "lab-rope 4xT:lambda")] != "present"
+    assert v[("entropy_growth", "lab-rope 4xT:baseline")] == "present"
+    assert v[("entropy_growth", "lab-rope 4xT:lambda")] != "present"
+    figures = {(r["figure"], r["label"]): r for r in payload["key_figures"]}
+    for r in payload["verdicts"]:
+        assert figures[(r["figure"], r["label"])]["n"] == 4, r
+
+
+def test_rope_lab_copy_task_is_reported_honestly(rope_lab):
+    """The lab models are near trigram level: no copy gain at T/4 (measured -0.01, CI -0.08..0.06);
+    under LM-Infinite a string 2T back is outside the window, so its gain is 0 by construction."""
+    payload, _, _ = rope_lab
+    copy = {
+        (r["figure"], r["label"]): r for r in payload["key_figures"] if r["figure"].startswith("copy gain")
+    }
+    inside = copy[("copy gain at d=32 (0.25T)", "lab-rope:baseline")]
+    assert inside["n"] == 4 and inside["ci_high"] < 0.1
+    assert abs(copy[("copy gain at d=256 (2T)", "lab-rope:lambda")]["estimate"]) < 1e-3
+    assert any("no copy ability even inside T" in line for line in payload["findings"])

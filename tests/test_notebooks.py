@@ -30,9 +30,9 @@ WINDOWED = {"LENGTH": 12288, "WINDOWS": 4, "N_LOCAL": None, "N_GLOBAL": 10, "STR
 SMALL = "LENGTH = 384\nN_LOCAL = 128\nN_GLOBAL = 4\nSTRIDE = None\nTRAIN_LEN = 128\n"
 SMALL_WINDOWED = "LENGTH = 384\nWINDOWS = 3\nN_LOCAL = 128\nN_GLOBAL = 4\nSTRIDE = None\nTRAIN_LEN = 128\n"
 # the lab notebook's own parameters: all four lab models at 8x/32x/128x T, then two at 4x T
-LAB_DEFAULTS = {"MODELS": ["lab-rope", "lab-alibi", "lab-partial", "lab-nope"], "MULTIPLES": [8, 32, 128],
-                "FLUENCY_MULTIPLE": 128, "TOLERANCE": 0.1}
-LAB_SMALL = 'MODELS = ["lab-rope", "lab-nope"]\nMULTIPLES = [4]\nFLUENCY_MULTIPLE = 8\nTOLERANCE = 0.1\n'
+LAB_DEFAULTS = {"MODELS": ["lab-rope", "lab-alibi", "lab-partial", "lab-nope"], "MULTIPLES": [8, 32],
+                "FLUENCY_MULTIPLE": 64, "WINDOWS": 16, "TOLERANCE": 0.1}
+LAB_SMALL = 'MODELS = ["lab-rope", "lab-nope"]\nMULTIPLES = [4]\nFLUENCY_MULTIPLE = 4\nWINDOWS = 4\nTOLERANCE = 0.1\n'
 PARAMS = {name: (DEFAULTS, SMALL) for name in NOTEBOOKS} | {"04_schemes.ipynb": (LAB_DEFAULTS, LAB_SMALL)}
 PARAMS |= {name: (WINDOWED, SMALL_WINDOWED) for name in ("02_three_factors.ipynb", "03_ablations.ipynb")}
 CELL_TIMEOUT_S = 600

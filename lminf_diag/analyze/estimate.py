@@ -75,6 +75,8 @@ class Estimate:
         if not math.isfinite(self.estimate):
             return "n/a"
         v = f"{self.estimate:.{digits}f}"
+        if math.isfinite(self.ci_low) and self.ci_high == math.inf:  # censored above (e.g. "fluent until")
+            return f"{v} (95% CI {self.ci_low:.{digits}f} to ≥ the window's end, n={self.n})"
         if not self.has_interval:
             return f"{v} (n={self.n}, no interval)"
         return f"{v} (95% CI {self.ci_low:.{digits}f} to {self.ci_high:.{digits}f}, n={self.n})"

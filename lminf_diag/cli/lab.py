@@ -1,14 +1,15 @@
 """``diag lab``: the OOD factors across position-encoding schemes, on the shipped lab models.
 
 Runs every lab model (RoPE, ALiBi, partial RoPE, no position encoding; trained at 128 bytes)
-at several multiples of its training length, plain and with LM-Infinite, and one long pass
-each for the loss at every position. Writes ``<out>/lab.html`` (one section: key-figure table
-per scheme, side-by-side plots, how far each stays fluent) and ``<out>/summary.json``.
-Finished (model, length) steps are kept in the run folder: the same command resumes.
+at several multiples of its training length over K windows of the held-out book, plain and with
+LM-Infinite, one long loss pass each, and a copy task (`lminf_diag.lab.run.run_lab`). Writes
+``<out>/lab.html`` and ``<out>/summary.json`` through the shared `write_outputs` (verdicts, key
+figures with intervals between windows, findings). Finished cells are kept in the run folder:
+the same command resumes.
 
 Example:
     >>> from lminf_diag.cli.main import main
-    >>> main(["lab", "--models", "lab-rope", "--multiples", "8", "--fluency-multiple", "16"])  # doctest: +SKIP
+    >>> main(["lab", "--models", "lab-rope", "--multiples", "4", "--windows", "4"])  # doctest: +SKIP
     0
 """
 
@@ -24,6 +25,7 @@ from lminf_diag.cli import options
 from lminf_diag.cli.progress import Progress
 
 VERB = "lab"
+DEFAULT_MINUTES = 25  # per-step timings measured on 2 idle CPU cores, summed over the default grid
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,32 +37,80 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = options.new_parser(
         subparsers,
         VERB,
-        "compare the OOD factors across position schemes on the lab models (minutes)",
+        f"compare the OOD factors across position schemes on the lab models (about {DEFAULT_MINUTES} minutes)",
         "Run the lab models (small byte-level models, one per position scheme, trained by this\n"
-        "toolkit at T = 128 tokens) at several multiples of T, plain and with LM-Infinite\n"
-        "(n_local = T): entropy slope past T, logit envelope ratio, position probe R², loss ratio\n"
-        "beyond / within T; and how far past T each stays fluent (loss within --tolerance of its\n"
-        "in-range loss). Writes <out>/lab.html and <out>/summary.json; repeating resumes.",
+        "toolkit at T = 128 tokens) over --windows windows of the held-out book at several multiples\n"
+        "of T, plain and with LM-Infinite (n_local = T): every analyzer's verdicts and key figures,\n"
+        "with intervals between windows; a loss pass to --fluency-multiple x T ('fluent until',\n"
+        "censored as >=); and a copy task (a random string repeated d tokens later) that tells\n"
+        "'fluent' from 'uses the context'. Writes <out>/lab.html and <out>/summary.json; repeating\n"
+        f"resumes. Cost on 2 CPU cores: about {DEFAULT_MINUTES} minutes idle (per model about 1 min at\n"
+        "8x T, 1.5 min at 32x T, 3 min for the loss pass, 1 min for the copy task), about 45 minutes\n"
+        "when the cores are shared with other work (measured).",
         [
-            "diag lab                                          # all four models at 8x, 32x, 128x T",
-            "diag lab --models lab-rope lab-alibi --multiples 8 64 --fluency-multiple 512",
+            "diag lab                                          # all four models, 8x and 32x T, 16 windows",
+            "diag lab --models lab-rope lab-nope --multiples 4 --windows 4 --fluency-multiple 8",
             "diag lab --json > lab.json",
         ],
     )
     g = p.add_argument_group("lab")
-    g.add_argument("--models", nargs="+", choices=lab_names(), default=list(d.models),
-                   help="lab models to run (default all four)")
-    g.add_argument("--multiples", nargs="+", type=options.bounded_int(2, "multiple of the training length"),
-                   default=list(d.multiples), help=f"lengths as multiples of T (default {d.multiples})")
-    g.add_argument("--fluency-multiple", type=options.bounded_int(2, "multiple of the training length"),
-                   default=d.fluency_multiple,
-                   help=f"the loss-by-position pass reads this many x T tokens (default {d.fluency_multiple})")
-    g.add_argument("--text", default=d.text, help=f"bundled book or text file (default {d.text}, held out "
-                   "from training; shorter texts are repeated)")
-    g.add_argument("--n-global", type=options.bounded_int(0, "global tokens"), default=d.n_global,
-                   help=f"LM-Infinite's global tokens (default {d.n_global}); n_local is T")
-    g.add_argument("--tolerance", type=float, default=d.tolerance,
-                   help=f"fluent = loss at most (1 + tolerance) x the in-range loss (default {d.tolerance})")
+    g.add_argument(
+        "--models",
+        nargs="+",
+        choices=lab_names(),
+        default=list(d.models),
+        help="lab models to run (default all four)",
+    )
+    g.add_argument(
+        "--multiples",
+        nargs="+",
+        type=options.bounded_int(2, "multiple of the training length"),
+        default=list(d.multiples),
+        help=f"lengths as multiples of T (default {d.multiples})",
+    )
+    g.add_argument(
+        "--windows",
+        type=options.bounded_int(1, "windows"),
+        default=d.windows,
+        help=f"independent windows of the held-out book per cell (default {d.windows})",
+    )
+    g.add_argument(
+        "--copy-trials",
+        type=options.bounded_int(0, "copy-task trials"),
+        default=d.copy_trials,
+        help=f"copy-task trials per distance, 0 skips it (default {d.copy_trials})",
+    )
+    g.add_argument(
+        "--copy-distances",
+        nargs="+",
+        type=float,
+        default=list(d.copy_distances),
+        help=f"copy-task distances as multiples of T (default {d.copy_distances})",
+    )
+    g.add_argument(
+        "--fluency-multiple",
+        type=options.bounded_int(2, "multiple of the training length"),
+        default=d.fluency_multiple,
+        help=f"the loss-by-position pass reads this many x T tokens (default {d.fluency_multiple})",
+    )
+    g.add_argument(
+        "--text",
+        default=d.text,
+        help=f"bundled book or text file (default {d.text}, held out "
+        "from training; shorter texts are repeated)",
+    )
+    g.add_argument(
+        "--n-global",
+        type=options.bounded_int(0, "global tokens"),
+        default=d.n_global,
+        help=f"LM-Infinite's global tokens (default {d.n_global}); n_local is T",
+    )
+    g.add_argument(
+        "--tolerance",
+        type=float,
+        default=d.tolerance,
+        help=f"fluent = loss at most (1 + tolerance) x the in-range loss (default {d.tolerance})",
+    )
     options.add_output_options(p)
     return p
 
@@ -72,31 +122,45 @@ def run(args: argparse.Namespace) -> int:
     from lminf_diag.runs import RUN_FILE, RunDir
 
     t0 = time.perf_counter()
-    settings = LabSettings(models=tuple(dict.fromkeys(args.models)), multiples=tuple(args.multiples),
-                           fluency_multiple=args.fluency_multiple, text=args.text, n_global=args.n_global,
-                           tolerance=args.tolerance)
+    settings = LabSettings(
+        models=tuple(dict.fromkeys(args.models)),
+        multiples=tuple(args.multiples),
+        fluency_multiple=args.fluency_multiple,
+        text=args.text,
+        n_global=args.n_global,
+        tolerance=args.tolerance,
+        windows=args.windows,
+        copy_trials=args.copy_trials,
+        copy_distances=tuple(args.copy_distances),
+    )
     settings.check()
     out = Path(args.out) if args.out else Path("runs") / "lab"
     run_dir = RunDir(out, {"task": VERB, **settings.to_dict()}, overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     options.seed_everything(args.seed)
     result = run_lab(settings, run_dir=run_dir, progress=Progress)
-    stream = options.human(args)
-    for line in result.findings():
-        print(line, file=stream)
     run_dir.start()
     meta = {
         "command": VERB,
         "model": ", ".join(settings.models),
         "text": settings.text,
         "train_len": result.train_len,
+        "windows": settings.windows,
         **settings.to_dict(),
         "run folder": str(out),
         "started": run_dir.info.get("created"),
+        "git": run_dir.info.get("git") or "-",
+        "settings": settings.to_dict(),
         "seconds per step": run_dir.seconds,
         "seconds for this command": round(time.perf_counter() - t0, 2),
         "versions": run_dir.info.get("versions", {}),
     }
     print("", file=sys.stderr)
-    return write_outputs(VERB, out, {VERB: result}, meta, args,
-                         title="Position schemes past the training length: the lab models")
+    return write_outputs(
+        VERB,
+        out,
+        {VERB: result},
+        meta,
+        args,
+        title="Position schemes past the training length: the lab models",
+    )

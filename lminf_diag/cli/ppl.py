@@ -1,7 +1,11 @@
 """``diag ppl``: per-token loss against position over several documents, baseline and patched.
 
-Each document gives its first --length tokens; the model runs once per (run, document), and the
-mean loss per position across documents is plotted with its 10-90% band. Every finished
+Each document gives its first --length tokens and is one independent window: every key figure
+carries an interval between documents. The in-range reference is the mean loss over positions
+T/2..T; log bins run to the end of the window; "fluent until" is a sustained crossing, censored
+windows shown as ≥. ``--recompute`` adds the in-distribution reference on the same tokens
+(each token from its last T tokens re-encoded; its cost is printed), ``--control shuffled`` a
+paragraph-shuffled copy of each document (contamination control). Every finished
 (run, document) is kept in the run folder, so the same command resumes, and adding documents
 or modes to a finished run computes only what is new.
 
@@ -34,15 +38,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         VERB,
         "per-token loss vs position over several documents, baseline and patched",
         "Run the plain model and each --mode of LM-Infinite over the first --length tokens of\n"
-        "every document and plot the mean per-token loss against position, with its spread across\n"
-        "documents. Prints the mean loss within the training length T, over T..2T and 2T..4T\n"
-        "(the last needs --length 4T, e.g. 32768 for smollm2-135m, T = 8192).\n"
+        "every document (one independent window each) and plot the mean per-token loss against\n"
+        "position, with its spread across documents. Prints, per document and as estimates with a\n"
+        "95% interval between documents: the in-range loss (positions T/2..T), the loss past T to\n"
+        "the end of the window, their difference, and how far each run stays fluent (a sustained\n"
+        "rise above (1 + tolerance) x in-range; '>= n' when it never leaves the band).\n"
+        "--recompute adds the in-distribution reference on the same tokens (each token from its\n"
+        "last T tokens re-encoded, about 5x the forward work of one plain pass at the default\n"
+        "stride); --control shuffled adds a paragraph-shuffled copy of each document (the bundled\n"
+        "books are classics, likely in the training data).\n"
         "Writes <out>/ppl.html and <out>/summary.json; repeating the command resumes.",
         [
             "diag ppl                                         # 3 bundled books, 16384 tokens, baseline + lambda",
             "diag ppl --docs carroll-alice my_texts/ --length 32768 --baseline-max-length 16384",
             "diag ppl --mode lambda --mode window --n-global 100 --out runs/ppl-ablation",
             "diag ppl --patched-only --json > ppl.json",
+            "diag ppl --recompute --control shuffled --length 12288   # + in-distribution reference, control",
         ],
     )
     options.add_model_options(p)
@@ -74,6 +85,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="moving-average window of the curves (default length // 32, at most 256)",
     )
+    g.add_argument(
+        "--recompute",
+        action="store_true",
+        help="add the in-distribution reference on the same tokens: every token past T predicted from its "
+        "last T tokens, re-encoded with plain attention (label 'recompute'; its cost is printed)",
+    )
+    g.add_argument(
+        "--recompute-stride",
+        type=options.bounded_int(1, "target tokens per re-encoded pass"),
+        default=None,
+        help="targets per re-encoded pass (default T // 4: context between 3T/4 and T tokens; 1 = exactly T, "
+        "T times the passes)",
+    )
+    g.add_argument(
+        "--control",
+        choices=["shuffled"],
+        default=None,
+        help="contamination control: also run the baseline on a paragraph-shuffled copy of each document "
+        "(label 'baseline (shuffled)'); a model that memorised the text has a much lower loss on the "
+        "original",
+    )
     options.add_patch_options(p)
     options.add_output_options(p)
     return p
@@ -87,7 +119,10 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     with timed("loading model", sys.stderr):
         options.seed_everything(args.seed)
         model, tok = load_model(
-            args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+            args.model,
+            dtype=args.dtype,
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
             allow_pickle=args.allow_pickle,
         )
     info = model_info(model, train_len=args.train_len)
@@ -129,28 +164,35 @@ def meta(
 
 
 def per_document_table(result: Any) -> str:
-    """Mean loss per document (rows) and run x range (columns), as text; n/a where undefined.
+    """Per document (rows) and label: in-range loss (T/2..T), loss past T, and fluent until ('≥' censored).
 
     >>> import numpy as np
     >>> from lminf_diag.evaluate.documents_result import DocumentPerplexityResult
-    >>> r = DocumentPerplexityResult(labels=["baseline"], train_len=2, length=4, documents=["a"],
-    ...                              nll={"baseline": np.array([[np.nan, 1.0, 3.0, 3.0]])})
+    >>> nll = {"baseline": np.r_[np.nan, np.ones(15)]}
+    >>> r = DocumentPerplexityResult.build(["baseline"], 4, 16, ["a"], nll)
     >>> print(per_document_table(r))
-    mean NLL (nats/token) per document
-    document  baseline ≤T  baseline 1-2T  baseline 2-4T
-    a         1.000        3.000          n/a
+    per document: mean NLL (nats/token) over T/2..T and past T; fluent until (tokens)
+    document  baseline T/2..T  baseline >T  baseline fluent
+    a         1.000            1.000        ≥ 16
     """
     frame = result.document_frame().set_index(["document", "label"])
-    heads = {"nll_within": "≤T", "nll_1_2x": "1-2T", "nll_2_4x": "2-4T"}
-    cols = [(lab, k) for lab in result.labels for k in heads]
+    heads = {"in_range": "T/2..T", "past": ">T", "fluent_text": "fluent"}
+    cols = [
+        (lab, k) for lab in result.labels for k in heads if not (k == "fluent_text" and lab == "recompute")
+    ]
     header = ["document"] + [f"{lab} {heads[k]}" for lab, k in cols]
     rows = []
     for doc in result.documents:
-        vals = [frame.loc[(doc, lab), k] if (doc, lab) in frame.index else float("nan") for lab, k in cols]
-        rows.append([doc] + ["n/a" if v != v else f"{v:.3f}" for v in vals])
+        cells = []
+        for lab, k in cols:
+            v = frame.loc[(doc, lab), k] if (doc, lab) in frame.index else float("nan")
+            cells.append(v if isinstance(v, str) else ("n/a" if v != v else f"{v:.3f}"))
+        rows.append([doc, *cells])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
-    return "mean NLL (nats/token) per document\n" + "\n".join(lines)
+    return "per document: mean NLL (nats/token) over T/2..T and past T; fluent until (tokens)\n" + "\n".join(
+        lines
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         "baseline_max_length": args.baseline_max_length,
         **patch_args(args),
     }
+    # --recompute and --control are not run settings: their cells carry their own (stride, seed), so
+    # adding them to a finished run computes only what is new
     run_dir = RunDir(out, settings, overwrite=args.overwrite)
     args.resume_hint = f"finished documents are kept in {out} ({RUN_FILE})"
     model, tok, info = load(args)
@@ -188,6 +232,9 @@ def run(args: argparse.Namespace) -> int:
         train_len=info.train_len,
         run_dir=run_dir,
         progress=Progress,
+        recompute=args.recompute,
+        recompute_stride=args.recompute_stride,
+        control=args.control,
         **patch_args(args),
     )
     for note in result.notes:
@@ -201,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
     for label, cap in result.capped_at.items():
         if cap is not None:
             print(f"{label} stopped at {cap} tokens (--baseline-max-length): no figures past it", file=stream)
+    for label, cost in result.costs.items():
+        print(f"{label} (each token from its last T tokens, re-encoded) cost {cost}", file=stream)
     run_dir.start()
     info_meta = meta(
         VERB,
@@ -213,5 +262,6 @@ def run(args: argparse.Namespace) -> int:
         skipped=result.notes,
         length=args.length,
         capped_at=result.capped_at,
+        **({"recompute cost": result.costs} if result.costs else {}),
     )
     return write_outputs(VERB, out, {VERB: result}, info_meta, args)

@@ -1,9 +1,14 @@
-"""Per-token loss over several documents, per attention mode: the mean curve and its spread.
+"""Per-token loss over several documents, per attention mode: replicated over documents.
 
-Each document contributes its first `length` tokens; the model is run once per (mode,
-document) and `token_nll` gives the loss of every next token without the full logits. The
-baseline (no patch) may be stopped at `baseline_max_length` tokens: past that its positions
-are NaN, and the result says so.
+Each document contributes its first `length` tokens (one independent window); the model is
+run once per (mode, document) and `token_nll` gives the loss of every next token without the
+full logits. The baseline (no patch) may be stopped at `baseline_max_length` tokens: past
+that its positions are NaN, and the result says so.
+
+Optional, per document: `recompute=True` adds the in-distribution reference on the same tokens
+(label "recompute": every token from its last T tokens re-encoded, `evaluate.recompute`, with
+its cost stated); `control="shuffled"` runs `control_modes` (default the baseline) once more on
+a paragraph-shuffled copy of the same paragraphs (labels "<mode> (shuffled)", `data.control`).
 
 Example:
     >>> import lminf_diag as ld                                                    # doctest: +SKIP
@@ -119,6 +124,37 @@ def _nll_row(model: Any, ids: Any, mode: str, length: int, patch: dict[str, Any]
     return row
 
 
+def _control_window(tokenizer: Any, source: str, length: int, seed: int) -> Any:
+    """(1, length) ids of the paragraph-shuffled copy of the document's first `length` tokens."""
+    from lminf_diag.data import load_text
+    from lminf_diag.data.control import shuffled_window
+
+    return shuffled_window(tokenizer, load_text(source)[0], length, seed)
+
+
+def _plan(
+    modes: list[str], recompute: bool, control: str | None, control_modes: Sequence[str] | None
+) -> list:
+    """[(label, mode, shuffled)] in run order: the modes, "recompute", then the shuffled controls."""
+    from lminf_diag.analyze.loss import RECOMPUTE, SHUFFLED
+    from lminf_diag.data.control import CONTROLS
+
+    if control is not None and control not in CONTROLS:
+        raise InvalidArgumentError(f"control {control!r}; known controls: {', '.join(CONTROLS)}")
+    plan = [(m, m, False) for m in modes]
+    if recompute:
+        plan.append((RECOMPUTE, RECOMPUTE, False))
+    if control:
+        chosen = list(control_modes) if control_modes else ["baseline" if "baseline" in modes else modes[0]]
+        bad = [m for m in chosen if m not in modes]
+        if bad:
+            raise InvalidArgumentError(
+                f"control_modes {bad} are not among the modes run ({', '.join(modes)})"
+            )
+        plan += [(m + SHUFFLED, m, True) for m in chosen]
+    return plan
+
+
 def perplexity_over_documents(
     model: Any,
     tokenizer: Any,
@@ -134,6 +170,11 @@ def perplexity_over_documents(
     train_len: int | None = None,
     run_dir: Any = None,
     progress: ProgressFactory | None = None,
+    recompute: bool = False,
+    recompute_stride: int | None = None,
+    control: str | None = None,
+    control_modes: Sequence[str] | None = None,
+    control_seed: int = 0,
 ) -> DocumentPerplexityResult:
     """Per-token NLL of the first `length` tokens of each document, per mode; mean and spread.
 
@@ -149,6 +190,10 @@ def perplexity_over_documents(
     run_dir: a `RunDir` or folder path; each (mode, document) is saved and reused on rerun.
     progress: a factory called with the number of forward passes, such as
     `lminf_diag.cli.progress.Progress` (prints elapsed time and time left on stderr).
+    recompute: add the label "recompute", each token from its last T tokens re-encoded with plain
+    attention (`recompute_nll`, stride `recompute_stride`, default T // 4); its cost is stated.
+    control: "shuffled" adds "<mode> (shuffled)" for each of `control_modes` (default: the
+    baseline, or the first mode): the same run on a paragraph-shuffled copy (seed `control_seed`).
 
     Example:
         >>> res = perplexity_over_documents(model, tok, ["carroll-alice", "my/folder"], 16384,
@@ -160,51 +205,84 @@ def perplexity_over_documents(
 
     modes = list(modes)
     _check(length, modes, baseline_max_length)
+    plan = _plan(modes, recompute, control, control_modes)
     docs = resolve_documents(sources)
     if baseline_max_length is not None and baseline_max_length >= length:
         baseline_max_length = None
-    train_len = train_len or model_train_len(model)
+    train_len = train_len or model_train_len(model) or n_local
+    if train_len is None:
+        raise InvalidArgumentError(
+            "the training length of the model is unknown; pass train_len=N (--train-len)"
+        )
     patch = {"n_global": n_global, "n_local": n_local, "limit": limit, "train_len": train_len}
     common = {"model": model_name(model), "length": length}
-    stores = {  # what a cell depends on: the baseline on its cap, a mode on the patch settings
-        m: CellStore(run_dir, "ppl", {**common, "baseline_max_length": baseline_max_length})
-        if m == "baseline"
-        else CellStore(run_dir, "ppl", {**common, **patch})
-        for m in modes
-    }
+    stores = {}  # what a cell depends on: the baseline on its cap, a mode on the patch settings
+    for label, mode, shuffled in plan:
+        extra = {"control": control, "control_seed": control_seed} if shuffled else {}
+        if mode == "baseline":
+            extra["baseline_max_length"] = baseline_max_length
+        elif mode == "recompute":
+            extra.update({"train_len": train_len, "stride": recompute_stride or max(1, train_len // 4)})
+        else:
+            extra.update(patch)
+        stores[label] = CellStore(run_dir, "ppl", {**common, **extra})
     windows: dict[str, Any] = {}
+    shuffled_ids: dict[str, Any] = {}
     notes: list[str] = []
     for name, source in docs:
         ids, note = _window(tokenizer, source, length)
         if note is None:
             windows[name] = ids
+            if control:
+                shuffled_ids[name] = _control_window(tokenizer, source, length, control_seed)
         else:
             notes.append(note)
-    digests = {
-        name: hashlib.sha1(ids.numpy().astype(np.int64).tobytes()).hexdigest()
-        for name, ids in windows.items()
-    }
-    nll: dict[str, list[np.ndarray]] = {m: [] for m in modes}
-    steps = Steps(progress, len(modes) * len(windows))
-    for mode in modes:
+    digest = lambda ids: hashlib.sha1(ids.numpy().astype(np.int64).tobytes()).hexdigest()  # noqa: E731
+    nll: dict[str, list[np.ndarray]] = {label: [] for label, _, _ in plan}
+    costs: dict[str, list[dict]] = {}
+    steps = Steps(progress, len(plan) * len(windows))
+    for label, mode, shuffled in plan:
         cap = baseline_max_length if mode == "baseline" else None
-        for name, ids in windows.items():
-            key, what = f"{mode}_{cell_name(name)}", f"{mode}: {name}, forward over {cap or length} tokens"
-            cell = stores[mode].load(key)
-            if cell is not None and cell.get("window") == digests[name]:  # the same tokens as then
-                nll[mode].append(np.asarray(cell["array"], dtype=np.float32))
+        for name in windows:
+            ids = shuffled_ids[name] if shuffled else windows[name]
+            dig = digest(ids)
+            key = f"{cell_name(label.replace(' (shuffled)', '-shuffled'))}_{cell_name(name)}"
+            what = f"{label}: {name}, forward over {cap or length} tokens"
+            cell = stores[label].load(key)
+            if cell is not None and cell.get("window") == dig:  # the same tokens as then
+                nll[label].append(np.asarray(cell["array"], dtype=np.float32))
+                if "cost" in cell:
+                    costs.setdefault(label, []).append(cell["cost"])
                 steps.skip(what)
                 continue
             start = time.perf_counter()
+            meta: dict[str, Any] = {
+                "document": name,
+                "mode": label,
+                "n_tokens": int(cap or length),
+                "window": dig,
+            }
             with steps.step(what):
-                row = _nll_row(model, ids[:, :cap] if cap else ids, mode, length, patch)
-            meta = {"document": name, "mode": mode, "n_tokens": int(cap or length), "window": digests[name]}
-            stores[mode].save(key, meta, array=row, seconds=time.perf_counter() - start)
-            nll[mode].append(row)
+                if mode == "recompute":
+                    from lminf_diag.evaluate.recompute import recompute_nll
+
+                    ref = recompute_nll(
+                        model, ids.to(next(model.parameters()).device), train_len, stride=recompute_stride
+                    )
+                    row, meta["cost"] = ref.nll, ref.to_dict()
+                    costs.setdefault(label, []).append(meta["cost"])
+                else:
+                    row = _nll_row(model, ids[:, :cap] if cap else ids, mode, length, patch)
+            stores[label].save(key, meta, array=row, seconds=time.perf_counter() - start)
+            nll[label].append(row)
     curves = {m: np.stack(v) if v else np.full((0, length), np.nan, np.float32) for m, v in nll.items()}
-    capped = {m: (baseline_max_length if m == "baseline" else None) for m in modes}
+    labels = [label for label, _, _ in plan]
+    capped = {label: (baseline_max_length if mode == "baseline" else None) for label, mode, _ in plan}
+    from lminf_diag.data import list_books
+
+    books = set(list_books())
     return DocumentPerplexityResult.build(
-        labels=modes,
+        labels=labels,
         train_len=train_len,
         length=length,
         documents=list(windows),
@@ -212,7 +290,27 @@ def perplexity_over_documents(
         capped_at=capped,
         notes=notes,
         smooth=smooth,
+        costs={label: cost_text(c, length) for label, c in costs.items()},
+        from_books=any(source in books for name, source in docs if name in windows),
     )
 
 
-__all__ = ["DEFAULT_DOCUMENTS", "perplexity_over_documents", "resolve_documents"]
+def cost_text(costs: list[dict], length: int) -> str:
+    """What the recomputed reference cost over all documents, in words.
+
+    >>> c = {"forward_tokens": 320, "seconds": 1.5, "stride": 4, "context_min": 13, "context_max": 16}
+    >>> cost_text([c], 64)[:65]
+    '320 forward tokens over 1 document(s) (5.00x one plain pass each)'
+    """
+    tokens = sum(int(c.get("forward_tokens", 0)) for c in costs)
+    secs = sum(float(c.get("seconds", 0.0)) for c in costs)
+    first = costs[0] if costs else {}
+    ratio = tokens / max(1, length * len(costs))
+    return (
+        f"{tokens} forward tokens over {len(costs)} document(s) ({ratio:.2f}x one plain pass each), "
+        f"{secs:.1f} s in all; stride {first.get('stride')}, "
+        f"context {first.get('context_min')}-{first.get('context_max')} tokens"
+    )
+
+
+__all__ = ["DEFAULT_DOCUMENTS", "cost_text", "perplexity_over_documents", "resolve_documents"]

@@ -1,8 +1,8 @@
-"""Plotly figures of a `LabResult`: one colour per scheme, solid baseline, dashed LM-Infinite.
+"""Plotly figures of a `LabResult`, kept light: a verdict map, loss by position, copy gain by distance.
 
 Example:
     >>> from lminf_diag.lab.result import LabResult
-    >>> lab_figures(LabResult(cells=[], fluency=[], train_len=128))
+    >>> lab_figures(LabResult(train_len=128))
     []
 """
 
@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from lminf_diag.analyze.base import PATCHED_COLORS, line_figure, mark_train_len
-from lminf_diag.lab.result import FIGURES, SCHEME_WORDS, LabResult
+from lminf_diag.lab.result import COPY_MARGIN, LabResult
 
 MODEL_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd") + PATCHED_COLORS
 DASH = {"baseline": "solid"}
+VERDICT_CODE = {"absent": 0, "inconclusive": 1, "present": 2}
 
 
 def _style(result: LabResult, model: str, label: str) -> dict[str, Any]:
@@ -24,78 +25,121 @@ def _style(result: LabResult, model: str, label: str) -> dict[str, Any]:
     return {"color": colors[model], "dash": DASH.get(label, "dash")}
 
 
-def _name(result: LabResult, model: str, label: str) -> str:
-    scheme = next((c.scheme for c in result.cells if c.model == model), None) or next(
-        (f.scheme for f in result.fluency if f.model == model), "")
-    shown = "LM-Infinite" if label == "lambda" else label
-    return f"{model} ({SCHEME_WORDS.get(scheme, scheme)}), {shown}"
+def _name(model: str, label: str) -> str:
+    return f"{model}, {'LM-Infinite' if label == 'lambda' else label}"
 
 
-def key_figures_plot(result: LabResult) -> Any:
-    """2 x 2 panels: each key figure against the multiple of the training length."""
-    from plotly.subplots import make_subplots
+def verdict_map(result: LabResult) -> Any:
+    """Rows: model, length and run; columns: factors; cells: the verdict (green absent, red present)."""
+    import plotly.graph_objects as go
 
-    fig = make_subplots(rows=2, cols=2, subplot_titles=[f"{h} ({u})" for _, h, u in FIGURES])
-    frame = result.to_frame()
-    for model in result.models():
-        for lab in result.labels:
-            rows = frame[(frame.model == model) & (frame.label == lab)].sort_values("multiple")
-            if rows.empty:
-                continue
-            for i, (key, _, _) in enumerate(FIGURES):
-                fig.add_trace(
-                    dict(type="scatter", x=rows["multiple"], y=rows[key], mode="lines+markers",
-                         name=_name(result, model, lab), legendgroup=f"{model}-{lab}", showlegend=i == 0,
-                         line=_style(result, model, lab)),
-                    row=i // 2 + 1, col=i % 2 + 1,
-                )
-    fig.update_xaxes(type="log", title_text="length / training length")
-    fig.update_layout(title="Key figures against length, per scheme (solid: plain, dashed: LM-Infinite)",
-                      template="plotly_white", height=700, margin={"t": 90})
+    verdicts = result.verdicts()
+    factors = list(dict.fromkeys(v.factor for v in verdicts))
+    rows = list(dict.fromkeys(v.label for v in verdicts))
+    z = np.full((len(rows), len(factors)), np.nan)
+    text = [["" for _ in factors] for _ in rows]
+    for v in verdicts:
+        i, j = rows.index(v.label), factors.index(v.factor)
+        z[i, j] = VERDICT_CODE.get(v.verdict, np.nan)
+        text[i][j] = v.verdict
+    scale = [[0.0, "#c7e9c0"], [0.5, "#f0f0f0"], [1.0, "#fcbba1"]]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=factors,
+            y=rows,
+            text=text,
+            texttemplate="%{text}",
+            colorscale=scale,
+            zmin=0,
+            zmax=2,
+            showscale=False,
+        )
+    )
+    fig.update_layout(
+        title="Verdicts per model, length and run (from each interval against its null)",
+        template="plotly_white",
+        height=max(300, 22 * len(rows) + 120),
+        yaxis={"autorange": "reversed"},
+    )
     return fig
 
 
-def fluency_plot(result: LabResult) -> Any:
-    """Loss against position (log axis) to the longest length, per scheme, plain and patched."""
-    fig = line_figure("How far past the training length each scheme stays fluent",
-                      "position (tokens)", "mean NLL in the bin (nats per byte)", log_x=True)
+def _binned(nll: np.ndarray, train_len: int, per_octave: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(bin end (B,), mean over windows (B,)) of per-token losses (K, N), log bins with edges at T/2 and T."""
+    n = nll.shape[1]
+    edges = np.unique(
+        np.r_[
+            np.round(np.geomspace(1, n, int(np.log2(n) * per_octave) + 1)), train_len // 2, train_len
+        ].astype(int)
+    )
+    per_window = np.stack(
+        [np.nanmean(nll[:, a:b], axis=1) for a, b in zip(edges[:-1], edges[1:], strict=True)], axis=1
+    )  # (K, B)
+    return edges[1:] - 1, np.nanmean(per_window, 0)
+
+
+def loss_plot(result: LabResult) -> Any:
+    """Mean loss per log bin over the windows, per model, plain (solid) and LM-Infinite (dashed)."""
+    fig = line_figure(
+        "Loss against position, mean over windows",
+        "position (tokens)",
+        "mean NLL in the bin (nats per byte)",
+        log_x=True,
+    )
     for f in result.fluency:
-        for lab, curve in f.nll.items():
-            fig.add_scatter(x=f.bin_end, y=curve, mode="lines+markers", name=_name(result, f.model, lab),
-                            line=_style(result, f.model, lab))
-    if result.fluency:
-        mark_train_len(fig, result.train_len, log_x=True)
+        for lab, nll in f.nll.items():
+            ends, mean = _binned(nll, f.train_len)
+            fig.add_scatter(
+                x=ends,
+                y=mean,
+                mode="lines+markers",
+                name=_name(f.model, lab),
+                line=_style(result, f.model, lab),
+            )
+    mark_train_len(fig, result.train_len, log_x=True)
     return fig
 
 
-def entropy_plot(result: LabResult) -> Any:
-    """Mean attention entropy against the number of keys attended, at each model's longest length."""
-    fig = line_figure("Attention entropy against tokens attended (longest length)",
-                      "keys attended n", "mean entropy (nats)", log_x=True)
-    top = 0.0
-    for model in result.models():
-        cell = result.longest(model)
-        if cell is None:
-            continue
-        top = max(top, float(np.max(cell.entropy_n)))
-        for lab, curve in cell.entropy.items():
-            fig.add_scatter(x=cell.entropy_n, y=curve, mode="lines", name=_name(result, model, lab),
-                            line=_style(result, model, lab))
-    if top:
-        n = np.geomspace(1, top, 64)
-        fig.add_scatter(x=n, y=np.log(n), mode="lines", name="uniform attention ln n",
-                        line={"color": "gray", "dash": "dot"})
-        mark_train_len(fig, result.train_len, log_x=True)
+def copy_plot(result: LabResult) -> Any:
+    """Copy gain (control minus repeat, nats per token) against the distance d, with 95% intervals."""
+    fig = line_figure(
+        f"Copy task: does the model use a string seen d tokens back? (margin {COPY_MARGIN} nats)",
+        "distance d between the copies (tokens)",
+        "copy gain (nats per token)",
+        log_x=True,
+    )
+    for c in result.copy:
+        for lab in c.gain:
+            est = [(e, d) for e, _, d in c.estimates(COPY_MARGIN) if e.label.endswith(f":{lab}")]
+            y = np.array([e.estimate for e, _ in est])
+            fig.add_scatter(
+                x=[d for _, d in est],
+                y=y,
+                mode="lines+markers",
+                name=_name(c.model, lab),
+                line=_style(result, c.model, lab),
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [e.ci_high - e.estimate for e, _ in est],
+                    "arrayminus": [e.estimate - e.ci_low for e, _ in est],
+                },
+            )
+    mark_train_len(fig, result.train_len, log_x=True)
     return fig
 
 
 def lab_figures(result: LabResult) -> list[Any]:
     """The lab section's figures (none when the result is empty)."""
     figs = []
-    if result.cells:
-        figs.append(key_figures_plot(result))
+    if result.verdicts():
+        figs.append(verdict_map(result))
     if result.fluency:
-        figs.append(fluency_plot(result))
-    if result.cells:
-        figs.append(entropy_plot(result))
+        figs.append(loss_plot(result))
+    if result.copy:
+        figs.append(copy_plot(result))
     return figs
+
+
+__all__ = ["copy_plot", "lab_figures", "loss_plot", "verdict_map"]

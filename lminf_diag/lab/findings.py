@@ -1,60 +1,136 @@
-"""The lab's findings in plain words: per scheme, the breakdown past T and what LM-Infinite changes.
+"""The lab's findings in words, generated from verdicts and intervals only.
+
+Per model and length: which factors are present, absent or inconclusive for the baseline and for
+LM-Infinite (the analyzers' own verdicts). Per model: the loss analyzer's own sentences on its long
+pass, whether the baseline breaks down past T (with the verdict's interval), and the copy task
+(does it use a string d tokens back?). First, what the evidence rests on and its limits.
 
 Example:
     >>> from lminf_diag.lab.result import LabResult
-    >>> lab_findings(LabResult(cells=[], fluency=[], train_len=128))
+    >>> lab_findings(LabResult(train_len=128))
     []
 """
 
 from __future__ import annotations
 
-import math
+from lminf_diag.analyze.estimate import Estimate, Verdict, describe
+from lminf_diag.analyze.names import display_name
+from lminf_diag.lab.result import BLOCKS, COPY_MARGIN, SCHEME_WORDS, LabResult
 
-from lminf_diag.lab.result import SCHEME_WORDS, LabResult
+FACTOR_WORDS = {
+    "logit_explosion": "logit explosion",
+    "entropy_growth": "entropy growth",
+    "implicit_position": "implicit position",
+    "loss_breakdown": "loss breakdown",
+}
 
 
-def _num(x: float, digits: int = 2) -> str | None:
-    return f"{x:.{digits}f}" if x is not None and math.isfinite(x) else None
+def _who(result: LabResult, model: str) -> str:
+    scheme = result.scheme(model)
+    return f"{model} ({SCHEME_WORDS.get(scheme, scheme)}, {BLOCKS.get(scheme, 'its own block')})"
 
 
-def _fluent(f, label: str) -> str:
-    until = f.fluent_until[label]
-    if f.reached_end(label):
-        return f"to the end ({f.length} tokens, {f.length // f.train_len}x T)"
-    return f"to {until} tokens ({until / f.train_len:.3g}x T)"
+def _limits(result: LabResult) -> str:
+    k = sorted({c.windows for c in result.cells} | {f.windows for f in result.fluency})
+    text = result.settings.get("text", "the held-out book")
+    repeated = any(c.repeated for c in result.cells) or any(f.repeated for f in result.fluency)
+    where = (
+        f"{'/'.join(map(str, k))} windows of the one held-out book ({text}), overlapping in content "
+        "(the longer windows repeat the book)"
+        if repeated
+        else f"{'/'.join(map(str, k))} non-overlapping windows of the one held-out book ({text})"
+    )
+    return (
+        f"The lab's evidence: {where}, never seen in training. Limits: one training seed per scheme; the "
+        "schemes are not in one block class (RoPE is a Llama block, ALiBi a Bloom block, partial and no "
+        "rotary GPT-NeoX blocks), so a difference between schemes may come from the block; the models are "
+        "small (0.8M parameters, 1000 steps) and near trigram level, so they use little context."
+    )
+
+
+def _verdict_line(verdicts: list[Verdict]) -> str:
+    by_label: dict[str, list[str]] = {}
+    for v in verdicts:
+        by_label.setdefault(v.label, []).append(f"{FACTOR_WORDS.get(v.factor, v.factor)} {v.verdict}")
+    return "; ".join(f"{display_name(lab)}: {', '.join(parts)}" for lab, parts in by_label.items())
+
+
+def _estimate_of(v: Verdict, figures: list[Estimate]) -> Estimate | None:
+    """The key figure a verdict was decided from (matched by its figure name and label)."""
+    return next((e for e in figures if e.figure == v.figure and e.label == v.label), None)
+
+
+def _cell_sentences(result: LabResult, model: str) -> list[str]:
+    out = []
+    for c in [c for c in result.cells if c.model == model]:
+        if c.verdicts:
+            out.append(
+                f"{_who(result, model)} at {c.multiple}x T ({c.length} tokens, {c.windows} windows): "
+                f"{_verdict_line(c.verdicts)}."
+            )
+    return out
+
+
+def _loss_sentences(result: LabResult, model: str) -> list[str]:
+    out = []
+    for f in [f for f in result.fluency if f.model == model]:
+        at = f"{model}, loss to {f.multiple}x T over {f.windows} windows"
+        out += [f"{at}: {line}" for line in f.result.findings()]
+        figures = f.result.key_figures()
+        for v in f.result.verdicts():
+            if v.label != "baseline" or v.factor != "loss_breakdown" or v.verdict != "absent":
+                continue  # the loss analyzer's own sentences above say the rest
+            e = _estimate_of(v, figures)
+            if e is None:
+                continue
+            out.append(
+                describe(
+                    v,
+                    e,
+                    subject=f"{_who(result, model)}, plain,",
+                    present="breaks down past T",
+                    absent="does not break down past T on this evidence",
+                )
+            )
+    return out
+
+
+def _copy_sentences(result: LabResult, model: str) -> list[str]:
+    out = []
+    for c in [c for c in result.copy if c.model == model]:
+        est = c.estimates(COPY_MARGIN)
+        inside = [(e, w) for e, w, d in est if e.label.endswith(":baseline") and d < c.train_len]
+        head = f"{model}, copy task ({c.length} random letters repeated d tokens later, paired against a fresh string)"
+        if inside and all(w == "absent" for _, w in inside):
+            shown = "; ".join(f"{e.figure} {e.text()}" for e, _ in inside)
+            out.append(
+                f"{head}: no copy ability even inside T ({shown}; margin {COPY_MARGIN:.2f} nats). "
+                "Its fluency says nothing about using far context: it predicts from the last few bytes."
+            )
+            continue
+        for lab in ("baseline", "lambda"):
+            rows = [(e, w) for e, w, _ in est if e.label.endswith(f":{lab}")]
+            shown = "; ".join(f"{e.figure}: {w} ({e.text()})" for e, w in rows)
+            out.append(f"{head}, {display_name(lab)}: uses the string at distance d? {shown}.")
+        far = [d for d in c.distances if d > c.n_local]
+        if far:
+            out.append(
+                f"{model}: under LM-Infinite a string more than n_local = {c.n_local} tokens back is out of "
+                f"the window, so its gain at d = {far} is near 0 by construction, not a measurement."
+            )
+    return out
 
 
 def lab_findings(result: LabResult) -> list[str]:
-    """One sentence per lab model."""
-    out = []
-    fluency = {f.model: f for f in result.fluency}
+    """The lab's sentences: limits first, then per model its cells, loss pass and copy task."""
+    if not result.models():
+        return []
+    out: list[str] = [_limits(result)]
     for model in result.models():
-        cell = result.longest(model)
-        f = fluency.get(model)
-        scheme = cell.scheme if cell else f.scheme
-        bits = []
-        if cell and "baseline" in cell.figures:
-            b = cell.figures["baseline"]
-            p = cell.figures.get("lambda", {})
-            at = f"at {cell.multiple}x T"
-            ratio, pratio = _num(b.get("nll_ratio")), _num(p.get("nll_ratio", float("nan")))
-            if ratio:
-                bits.append(f"{at} its loss beyond T is {ratio}x its in-range loss" +
-                            (f" ({pratio}x with LM-Infinite)" if pratio else ""))
-            slope, pslope = _num(b.get("entropy_slope_beyond")), _num(p.get("entropy_slope_beyond", float("nan")))
-            if slope:
-                bits.append(f"entropy slope past T {slope} nats per ln n" + (f" ({pslope} patched)" if pslope else ""))
-            r2 = _num(b.get("position_probe_r2"))
-            if r2:
-                bits.append(f"position probe R² {r2} over the whole window")
-        if f and math.isfinite(f.probe_r2_in_range):
-            bits.append(f"within T a linear probe reads position from its hidden states with R² "
-                        f"{f.probe_r2_in_range:.2f}")
-        if f and "baseline" in f.fluent_until:
-            text = f"plain it stays within {f.tolerance:.0%} of its in-range loss {_fluent(f, 'baseline')}"
-            if "lambda" in f.fluent_until:
-                text += f", with LM-Infinite {_fluent(f, 'lambda')}"
-            bits.append(text)
-        if bits:
-            out.append(f"{model} ({SCHEME_WORDS.get(scheme, scheme)}): " + "; ".join(bits) + ".")
+        out += (
+            _cell_sentences(result, model) + _loss_sentences(result, model) + _copy_sentences(result, model)
+        )
     return out
+
+
+__all__ = ["lab_findings"]

@@ -1,144 +1,232 @@
-"""`LabResult`: the OOD factors of every lab model at several multiples of its training length.
+"""`LabResult`: what the analyzers declared for every lab model, over K windows, and the copy task.
 
-Rows are (model, multiple, label) with the key figures of the four analyzers; `Fluency` holds
-each model's loss against position to the longest length, baseline and patched, and how far
-each stays within `tolerance` of its in-range loss.
+The lab stores results *generically*: for each (model, multiple of T) cell it keeps the key
+figures (`Estimate`s with intervals between windows), verdicts and findings that
+`analyze.analyze_all` returned, without reading any figure by name. Labels are prefixed with the
+model and the length, "lab-rope 32xT:baseline", so every figure and verdict of every model fits
+one table (`analyze.names.display_name` reads the prefix). `LabFluency` holds each model's
+per-token loss over K windows to a longer length and the loss analyzer's result on it; `CopyCell`
+(`lab.copy_task`) whether the model uses a string seen d tokens back.
 
 Example:
-    >>> import numpy as np
-    >>> cell = LabCell("lab-x", "rope", 8, 1024, {"baseline": {"nll_ratio": 2.0}},
-    ...                np.array([1, 2]), {"baseline": np.array([0.0, 0.5])})
-    >>> LabResult(cells=[cell], fluency=[], train_len=128).to_frame()[["model", "label", "nll_ratio"]].values.tolist()
-    [['lab-x', 'baseline', 2.0]]
+    >>> from lminf_diag.analyze.estimate import Estimate, Verdict
+    >>> e = Estimate("NLL past T", "baseline", 2.5, 2.4, 2.6, 16, "nats")
+    >>> cell = LabCell("lab-x", "rope", 8, 1024, 16, [("perplexity", e)],
+    ...                [Verdict("loss_breakdown", "baseline", "present", "NLL past T")], [])
+    >>> r = LabResult(cells=[cell], train_len=128)
+    >>> [(k.label, k.n) for k in r.key_figures()], [(v.label, v.verdict) for v in r.verdicts()]
+    ([('lab-x 8xT:baseline', 16)], [('lab-x 8xT:baseline', 'present')])
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-SCHEME_WORDS = {"rope": "RoPE", "alibi": "ALiBi", "rope_partial": "partial RoPE", "none": "no position encoding"}
-# the key figures, in table order: (key, header, unit)
-FIGURES = (
-    ("entropy_slope_beyond", "entropy slope >T", "nats per ln n"),
-    ("logit_envelope_ratio", "logit envelope ratio", "beyond / within"),
-    ("position_probe_r2", "position probe R²", "R²"),
-    ("nll_ratio", "NLL >T / in-range", "ratio"),
-)
+from lminf_diag.analyze.base import AnalysisResult
+from lminf_diag.analyze.estimate import Estimate, Verdict
+from lminf_diag.lab.copy_task import CopyCell
+
+SCHEME_WORDS = {
+    "rope": "RoPE",
+    "alibi": "ALiBi",
+    "rope_partial": "partial RoPE",
+    "none": "no position encoding",
+}
+BLOCKS = {
+    "rope": "Llama block",
+    "alibi": "Bloom block",
+    "rope_partial": "GPT-NeoX block",
+    "none": "GPT-NeoX block",
+}
+COPY_MARGIN = 0.1  # nats per token: a copy gain below this is "no use of the string at distance d"
+
+
+def lab_label(model: str, multiple: int | None, label: str) -> str:
+    """The label of a lab figure or verdict: model (and length) before the run label.
+
+    >>> lab_label("lab-rope", 32, "baseline"), lab_label("lab-rope", None, "lambda")
+    ('lab-rope 32xT:baseline', 'lab-rope:lambda')
+    """
+    prefix = model if multiple is None else f"{model} {multiple}xT"
+    return f"{prefix}:{label}"
 
 
 @dataclass
 class LabCell:
-    """One model at one length: key figures per label and the mean entropy curve."""
+    """One model at one length over K windows: the analyzers' declared figures, verdicts, findings."""
 
     model: str
     scheme: str
     multiple: int  # length / training length
     length: int
-    figures: dict[str, dict[str, float]]  # label -> figure key -> value
-    entropy_n: np.ndarray  # (P,) attended keys of the entropy curve's points
-    entropy: dict[str, np.ndarray]  # label -> (P,) mean entropy over layers and heads, nats
+    windows: int
+    key_figures: list[tuple[str, Estimate]]  # (analyzer section, estimate) in declared order
+    verdicts: list[Verdict]
+    findings: list[str]
+    repeated: bool = False  # some windows repeat the text (overlapping in content)
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON form (a run folder's cell)."""
+        return {
+            "key_figures": [{"section": s, **e.to_dict()} for s, e in self.key_figures],
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "findings": list(self.findings),
+            "windows": self.windows,
+            "repeated": self.repeated,
+        }
+
+    @classmethod
+    def from_record(cls, model: str, scheme: str, multiple: int, length: int, rec: dict[str, Any]) -> LabCell:
+        """Inverse of `to_record` (None in JSON reads back as NaN)."""
+        figs = []
+        for r in rec["key_figures"]:
+            r = {
+                k: (float("nan") if v is None and k in ("estimate", "ci_low", "ci_high") else v)
+                for k, v in r.items()
+            }
+            section = r.pop("section", "")
+            figs.append((section, Estimate(**{k: v for k, v in r.items() if k != "values"})))
+        verdicts = [
+            Verdict(**{k: (float("nan") if v is None and k == "margin" else v) for k, v in d.items()})
+            for d in rec["verdicts"]
+        ]
+        return cls(
+            model,
+            scheme,
+            multiple,
+            length,
+            int(rec["windows"]),
+            figs,
+            verdicts,
+            list(rec["findings"]),
+            bool(rec.get("repeated", False)),
+        )
 
 
 @dataclass
-class Fluency:
-    """Loss against position to `length` for one model, binned on a log axis, per label."""
+class LabFluency:
+    """One model's per-token loss over K windows to `length`, and the loss analyzer's result on it."""
 
     model: str
     scheme: str
     train_len: int
-    length: int
-    bin_end: np.ndarray  # (B,) last position of each bin
-    nll: dict[str, np.ndarray]  # label -> (B,) mean NLL of the bin, nats per token
-    reference: dict[str, float]  # label -> in-range loss: mean NLL over positions [T/2, T)
-    fluent_until: dict[str, int]  # label -> last position before the loss leaves the tolerance band
-    tolerance: float = 0.10
-    probe_r2_in_range: float = float("nan")  # best layer's position probe R² within T (`in_range_probe`)
+    multiple: int
+    nll: dict[str, np.ndarray]  # label -> (K, N) per-token NLL, NaN at position 0
+    result: Any  # the loss analyzer's result (`analyze.perplexity_by_position`)
+    repeated: bool = False
 
-    def reached_end(self, label: str) -> bool:
-        """True when the label stayed fluent over the whole length."""
-        return self.fluent_until[label] >= self.length
+    @property
+    def windows(self) -> int:
+        return int(next(iter(self.nll.values())).shape[0])
 
 
 @dataclass
-class LabResult:
-    """Every lab model's key figures (rows) and fluency curves; title/description/summary/figures."""
+class LabResult(AnalysisResult):
+    """Every lab model's cells, loss passes and copy task; key figures, verdicts and findings."""
 
-    cells: list[LabCell]
-    fluency: list[Fluency]
-    train_len: int
+    cells: list[LabCell] = field(default_factory=list)
+    fluency: list[LabFluency] = field(default_factory=list)
+    copy: list[CopyCell] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     title: str = "Position schemes compared: the lab models"
     description: str = (
-        "Four small byte-level models that differ only in their position encoding (RoPE, ALiBi, "
-        "partial RoPE, none), trained here at a short training length T, read past it at several "
-        "multiples of T, plain and with LM-Infinite. Per scheme: the entropy slope past T, the "
-        "logit envelope ratio (beyond / within T), how well a linear probe reads position from the "
-        "hidden states, and the loss beyond T relative to the in-range loss (positions T/2..T); "
-        "then how far each stays fluent."
+        "Four small byte-level models, one per position scheme (RoPE, ALiBi, partial RoPE, none), trained by "
+        "this toolkit at T = 128 bytes, read on a book they never saw, plain and with LM-Infinite "
+        "(n_local = T). Every figure is an estimate over K windows; labels read 'model length:run'. "
+        "Limits: one training seed per scheme; the schemes are not in one block class (RoPE is a Llama "
+        "block, ALiBi a Bloom block, partial and no rotary GPT-NeoX blocks), so a difference between "
+        "schemes may come from the block; the models are small (0.8M parameters, 1000 steps) and near "
+        "trigram level."
     )
 
-    @property
-    def labels(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for c in self.cells:
-            seen.update(dict.fromkeys(c.figures))
-        return list(seen)
-
     def models(self) -> list[str]:
-        return list(dict.fromkeys([c.model for c in self.cells] + [f.model for f in self.fluency]))
+        """Model names in the order they ran."""
+        names = [c.model for c in self.cells] + [f.model for f in self.fluency] + [c.model for c in self.copy]
+        return list(dict.fromkeys(names))
 
-    def longest(self, model: str) -> LabCell | None:
-        cells = [c for c in self.cells if c.model == model]
-        return max(cells, key=lambda c: c.multiple) if cells else None
+    def scheme(self, model: str) -> str:
+        for item in [*self.cells, *self.fluency, *self.copy]:
+            if item.model == model:
+                return item.scheme
+        return ""
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """"<model> <label>" -> the key figures at the longest multiple, ``fluent_until`` (tokens) and
-        ``probe_r2_in_range`` (the model's, the same for every label: within T nothing is patched)."""
-        out: dict[str, dict[str, float]] = {}
-        fl = {f.model: f for f in self.fluency}
-        for model in self.models():
-            cell = self.longest(model)
-            labels = list(cell.figures) if cell else list(fl[model].nll)
-            for lab in labels:
-                row = {k: float(cell.figures[lab].get(k, np.nan)) for k, _, _ in FIGURES} if cell else {}
-                if cell:
-                    row["multiple"] = float(cell.multiple)
-                if model in fl and lab in fl[model].fluent_until:
-                    row["fluent_until"] = float(fl[model].fluent_until[lab])
-                    row["probe_r2_in_range"] = fl[model].probe_r2_in_range
-                out[f"{model} {lab}"] = row
+    def key_figures(self) -> list[Estimate]:
+        """Every cell's declared figures, then the loss passes', then the copy gains (labels prefixed)."""
+        out = [
+            replace(e, label=lab_label(c.model, c.multiple, e.label))
+            for c in self.cells
+            for _, e in c.key_figures
+        ]
+        for f in self.fluency:
+            out += [replace(e, label=lab_label(f.model, f.multiple, e.label)) for e in f.result.key_figures()]
+        for c in self.copy:
+            out += [e for e, _, _ in c.estimates(COPY_MARGIN)]
         return out
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per (model, multiple, label): scheme, length and every key figure."""
-        rows = [
-            {"model": c.model, "scheme": c.scheme, "multiple": c.multiple, "length": c.length, "label": lab,
-             **figs}
-            for c in self.cells for lab, figs in c.figures.items()
+    def verdicts(self) -> list[Verdict]:
+        """The analyzers' verdicts per model and length (labels prefixed), then the loss passes'."""
+        out = [
+            replace(v, label=lab_label(c.model, c.multiple, v.label)) for c in self.cells for v in c.verdicts
         ]
-        return pd.DataFrame(rows)
-
-    def fluency_frame(self) -> pd.DataFrame:
-        """One row per (model, label, bin): bin_end, nll, reference, fluent_until."""
-        rows = [
-            {"model": f.model, "scheme": f.scheme, "label": lab, "bin_end": int(e), "nll": float(v),
-             "reference": f.reference[lab], "fluent_until": f.fluent_until[lab]}
-            for f in self.fluency for lab, curve in f.nll.items() for e, v in zip(f.bin_end, curve, strict=True)
-        ]
-        return pd.DataFrame(rows)
+        for f in self.fluency:
+            out += [replace(v, label=lab_label(f.model, f.multiple, v.label)) for v in f.result.verdicts()]
+        return out
 
     def findings(self) -> list[str]:
-        """Plain-word sentences: per scheme, what happens past T and what the patch changes."""
+        """Sentences from the verdicts and intervals: per scheme what is present or absent (`lab.findings`)."""
         from lminf_diag.lab.findings import lab_findings
 
         return lab_findings(self)
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per key figure: model, scheme, part (cell / loss pass / copy), multiple, the estimate."""
+        rows = []
+        for c in self.cells:
+            for section, e in c.key_figures:
+                rows.append(
+                    {
+                        "model": c.model,
+                        "scheme": c.scheme,
+                        "part": section,
+                        "multiple": c.multiple,
+                        **e.to_dict(),
+                    }
+                )
+        for f in self.fluency:
+            for e in f.result.key_figures():
+                rows.append(
+                    {
+                        "model": f.model,
+                        "scheme": f.scheme,
+                        "part": "loss pass",
+                        "multiple": f.multiple,
+                        **e.to_dict(),
+                    }
+                )
+        for c in self.copy:
+            for e, word, _ in c.estimates(COPY_MARGIN):
+                rows.append(
+                    {
+                        "model": c.model,
+                        "scheme": c.scheme,
+                        "part": "copy task",
+                        "multiple": None,
+                        **e.to_dict(),
+                        "label": e.label.split(":", 1)[1],
+                        "copy": word,
+                    }
+                )
+        return pd.DataFrame(rows)
+
     def figures(self) -> list[Any]:
-        """Key figures against the multiple of T; fluency curves; entropy curves at the longest length."""
+        """Verdict map, loss against position, copy gain against distance (`lab.figures`)."""
         from lminf_diag.lab.figures import lab_figures
 
         return lab_figures(self)
+
+
+__all__ = ["BLOCKS", "COPY_MARGIN", "SCHEME_WORDS", "LabCell", "LabFluency", "LabResult", "lab_label"]

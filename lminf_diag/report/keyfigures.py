@@ -81,11 +81,13 @@ def fmt(value: float | int | None) -> str:
 
 
 def interval(e: Estimate) -> str:
-    """'[lo, hi]' or '—' when there is no interval.
+    """'[lo, hi]', '[lo, ≥]' when the upper end is censored (+inf), or '—' when there is no interval.
 
-    >>> interval(Estimate("x", "b", 1.0, 0.5, 1.5, 4))
-    '[0.500, 1.500]'
+    >>> interval(Estimate("x", "b", 1.0, 0.5, 1.5, 4)), interval(Estimate("x", "b", 9, 8, float("inf"), 4))
+    ('[0.500, 1.500]', '[8, ≥]')
     """
+    if math.isfinite(e.ci_low) and e.ci_high == math.inf:
+        return f"[{fmt(e.ci_low)}, ≥]"
     return f"[{fmt(e.ci_low)}, {fmt(e.ci_high)}]" if e.has_interval else "—"
 
 
