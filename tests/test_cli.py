@@ -296,3 +296,22 @@ def test_rundir_refuses_to_clear_the_working_folder(tmp_path, monkeypatch):
         RunDir(tmp_path, {}, overwrite=True)
     with pytest.raises(RunDirectoryError, match="not a run directory"):
         RunDir.open_existing(tmp_path)
+
+
+def test_report_with_loss_references_resumes(capsys, tiny_folder, tmp_path):
+    out = tmp_path / "refs"
+    args = ["report", "--model", tiny_folder, *TINY, "--recompute", "--recompute-stride", "16", "--control", "shuffled",
+            "--out", out, "--json"]
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 0, err
+    payload = json.loads(stdout)
+    labels = {k["label"] for k in payload["key_figures"] if k["section"] == "perplexity"}
+    assert {"recompute", "baseline (shuffled)"} <= labels
+    loss = {v["label"]: v for v in payload["verdicts"] if v["factor"] == "loss_breakdown"}
+    assert loss["baseline"]["figure"] == "NLL past T minus recomputed reference"
+    assert any(line.startswith("Contamination control") for line in payload["findings"])
+    assert "re-computation reference" in payload["meta"] and "contamination control" in payload["meta"]
+    steps = json.loads((out / RUN_FILE).read_text())["steps"]
+    assert {"recompute:w0", "recompute:w1", "trace:control", "trace:control@w1"} <= set(steps)
+    code, stdout, err = run_cli(capsys, *args)  # everything is kept: nothing is computed again
+    assert code == 0 and "loading model" not in err

@@ -47,11 +47,13 @@ __all__ = [
 ]
 
 
-def analyze_all(obj, train_len: int | None = None) -> dict[str, AnalysisResult]:
+def analyze_all(obj, train_len: int | None = None, *, reference=None, control=None) -> dict[str, AnalysisResult]:
     """Run every analyzer that the traces have data for, over one window or several.
 
     `obj`: a Trace, a Comparison (one window) or a `Replicate` / list of Comparisons (K windows;
-    every key figure then carries an interval between windows).
+    every key figure then carries an interval between windows). `reference` (the re-computation
+    reference, one per window) and `control` (the baseline on shuffled copies) go to the loss
+    analyzer (`perplexity_by_position`).
     Keys, in this order: "logits" (skipped when no trace holds logit-profile rows), "entropy",
     "positions" (skipped when no hidden states were captured), "perplexity".
 
@@ -69,5 +71,5 @@ def analyze_all(obj, train_len: int | None = None) -> dict[str, AnalysisResult]:
     out["entropy"] = entropy_growth(rep, train_len=tl)
     if any(np.asarray(t.hidden).size for t in traces):
         out["positions"] = position_subspaces(rep, train_len=tl)
-    out["perplexity"] = perplexity_by_position(rep, train_len=tl)
+    out["perplexity"] = perplexity_by_position(rep, train_len=tl, reference=reference, control=control)
     return out

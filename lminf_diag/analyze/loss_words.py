@@ -149,8 +149,8 @@ def _control_sentences(r: LossResult) -> list[str]:
             )
         elif word == "absent":
             out.append(
-                f"Contamination control: under {name} the paragraph-shuffled copy's in-range loss is within "
-                f"the margin of the original's ({figure}); no sign that a memorised text drives these "
+                f"Contamination control: under {name} the paragraph-shuffled copy's in-range loss is not above "
+                f"the original's by more than the margin ({figure}); no sign that a memorised text drives these "
                 "losses."
             )
         else:

@@ -27,7 +27,7 @@ from lminf_diag.cli.progress import Progress, timed
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.runs import RUN_FILE, RunDir, atomic_write_text, to_json_safe, trace_step
 
-Analyzer = Callable[[dict], dict]  # {label: Trace} -> {section: AnalysisResult}
+Analyzer = Callable[..., dict]  # (Replicate, **loss references) -> {section: AnalysisResult}
 
 
 @dataclass
@@ -122,6 +122,9 @@ def trace_key(label: str, window: int) -> str:
     return label if window == 0 else f"{label}@w{window}"
 
 
+CONTROL = "control"  # trace key of the baseline on a paragraph-shuffled copy of a window
+
+
 def split_key(key: str) -> tuple[str, int]:
     """Inverse of `trace_key`.
 
@@ -139,6 +142,8 @@ def load_replicate(run: RunDir) -> Any:
     grouped: dict[int, dict[str, Any]] = {}
     for key in run.trace_labels():
         label, w = split_key(key)
+        if label == CONTROL:  # the shuffled-text control: see cli/references.py
+            continue
         grouped.setdefault(w, {})[label] = key
     if not grouped:
         raise InvalidArgumentError(f"{run.path} holds no finished trace yet; finish it by repeating its command.")
@@ -168,6 +173,16 @@ def record_args(args: argparse.Namespace, stride: int) -> dict[str, Any]:
     }
 
 
+def session_of(args: argparse.Namespace) -> Session:
+    """The model and windows of this command, loaded once (kept on `args` for later steps)."""
+    session = getattr(args, "_session", None)
+    if session is None:
+        with timed("loading model and text", sys.stderr):
+            session = load_session(args)
+        args._session = session
+    return session
+
+
 def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
     """Every label's trace in every window, captured now or loaded from the run folder, as a
     `Replicate`; prints the finished steps it skips."""
@@ -182,8 +197,7 @@ def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
         print(f"resuming {run.path}: skipped {len(done)} finished capture step(s)", file=out_stream)
     traces: dict = {}
     if len(done) < len(keys):
-        with timed("loading model and text", sys.stderr):
-            session = load_session(args)
+        session = session_of(args)
         n = session.input_ids.shape[1]
         warn_short_window(n, session.info.train_len)
         progress = Progress(len(keys))
@@ -273,6 +287,16 @@ def write_outputs(
     return 0
 
 
+def reference_meta(refs: Mapping[str, Any]) -> dict[str, Any]:
+    """Run-metadata lines for the loss references (what the re-computation cost)."""
+    meta: dict[str, Any] = {}
+    if refs.get("reference"):
+        meta["re-computation reference"] = [r.cost_text() for r in refs["reference"]]
+    if refs.get("control") is not None:
+        meta["contamination control"] = "the baseline on a paragraph-shuffled copy of each window"
+    return meta
+
+
 def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
     """The whole verb: run folder, captures over every window (resumable), analysis, report, summary."""
     t0 = time.perf_counter()
@@ -281,9 +305,15 @@ def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
     run = RunDir(out, record_args(args, stride), overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     traces = capture_all(args, run, options.human(args))
+    refs = {}
+    if getattr(args, "recompute", False) or getattr(args, "control", None):
+        from lminf_diag.cli.references import loss_references
+
+        refs = loss_references(args, run)
     with timed("analysis", sys.stderr):
-        results = analyze(traces)
+        results = analyze(traces, **refs)
     run.start()
     meta = run_meta(run, traces, command=verb, device=args.device or "cpu")
+    meta.update(reference_meta(refs))
     meta["seconds for this command"] = round(time.perf_counter() - t0, 2)
     return write_outputs(verb, out, results, meta, args)

@@ -40,11 +40,12 @@ DEFAULT_DECODE_STEPS = 16
 EXTRA_OPTIONS = ("--passkey-lengths", "--docs", "--decode-contexts")
 
 
-def analyze(traces: Any, train_len: int | None = None) -> dict[str, Any]:
-    """All analyzers the traces (a Replicate, or one window) have data for."""
+def analyze(traces: Any, train_len: int | None = None, **references: Any) -> dict[str, Any]:
+    """All analyzers the traces (a Replicate, or one window) have data for; `references` go to the
+    loss analyzer (reference=, control=)."""
     from lminf_diag.analyze import analyze_all
 
-    return analyze_all(traces, train_len=train_len)
+    return analyze_all(traces, train_len=train_len, **references)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -72,6 +73,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("runs", nargs="*", metavar="RUN", help="saved run folders to report on (no new capture)")
     options.add_analysis_options(p)
+    from lminf_diag.cli.references import add_reference_options
+
+    add_reference_options(p)
     add_extra_options(p)
     return p
 
@@ -370,12 +374,19 @@ def run_with_extras(args: argparse.Namespace) -> int:
     run = RunDir(out, record_args(args, stride), overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     traces = capture_all(args, run, options.human(args))
+    refs = {}
+    if args.recompute or args.control:
+        from lminf_diag.cli.references import loss_references
+
+        refs = loss_references(args, run)
     with timed("analysis", sys.stderr):
-        results = analyze(traces, train_len=args.train_len)
+        results = analyze(traces, train_len=args.train_len, **refs)
     extra, extra_meta = extra_sections(args, run)
     results.update(extra)
     run.start()
-    meta = run_meta(run, traces, command=VERB, device=args.device or "cpu", **extra_meta)
+    from lminf_diag.cli.pipeline import reference_meta
+
+    meta = run_meta(run, traces, command=VERB, device=args.device or "cpu", **extra_meta, **reference_meta(refs))
     if args.train_len:  # the traces record the model's own training length
         meta["train_len"] = args.train_len
     meta["seconds for this command"] = round(time.perf_counter() - t0, 2)
@@ -398,4 +409,4 @@ def run(args: argparse.Namespace) -> int:
         return run_with_extras(args)
     from lminf_diag.cli.pipeline import run_analysis
 
-    return run_analysis(args, VERB, lambda traces: analyze(traces, train_len=args.train_len))
+    return run_analysis(args, VERB, lambda traces, **refs: analyze(traces, train_len=args.train_len, **refs))
