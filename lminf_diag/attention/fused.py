@@ -18,11 +18,17 @@ from .spec import Plan
 ROWS = 1024  # query rows per block
 
 
-def fused_supported(q, nq: int, nk: int, q_pos: torch.Tensor, k_pos: torch.Tensor) -> bool:
-    """True for a cache-free prefill with positions 0..n-1 on a device with a fused kernel."""
-    if nq != nk or nq < 2 or q.device.type not in ("cpu", "cuda"):
+def fused_supported(q, nq: int, nk: int, q_pos: torch.Tensor, k_pos: torch.Tensor, plan: Plan | None = None) -> bool:
+    """True for a prefill with keys at positions 0..nk-1 on a device with a fused kernel: either the
+    whole sequence (queries 0..nk-1), or, for a windowed plan, a chunk of queries nk-nq..nk-1 after
+    a cache of at least n_local keys (a patched run continuing from a shared prefix)."""
+    if nq < 2 or q.device.type not in ("cpu", "cuda") or int(k_pos[0]) != 0 or int(k_pos[-1]) != nk - 1:
         return False
-    return int(q_pos[0]) == 0 and int(q_pos[-1]) == nq - 1 and int(k_pos[-1]) == nk - 1
+    if k_pos.shape[0] != nk or int(q_pos[0]) != nk - nq or int(q_pos[-1]) != nk - 1:
+        return False
+    if nq == nk:
+        return True
+    return plan is not None and plan.n_local is not None and nk - nq >= plan.n_local
 
 
 def _piece(q, k, v, scaling, causal=False, bias=None):
@@ -65,18 +71,22 @@ def _merge(parts):
 
 
 def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tensor:
-    """Same function as `explicit_attend` for a prefill; (B, N, H, Dv)."""
-    B, H, n, D = q.shape
+    """Same function as `explicit_attend` for a prefill; (B, Nq, H, Dv). The queries are the last
+    Nq of the Nk keys' positions (Nq = Nk, or a chunk after at least n_local cached keys)."""
+    B, H, nq, D = q.shape
+    n = k.shape[2]
+    off = n - nq  # position of the first query (0, or >= n_local: see `fused_supported`)
     hkv = k.shape[1]
     g = H // hkv
     w = plan.n_local
     if w is None or n <= w:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=g > 1)
         return out.transpose(1, 2).contiguous()
-    out = torch.empty(B, n, H, v.shape[-1], dtype=v.dtype, device=q.device)
-    out[:, :w] = F.scaled_dot_product_attention(
-        q[:, :, :w], k[:, :, :w], v[:, :, :w], is_causal=True, scale=scaling, enable_gqa=g > 1
-    ).transpose(1, 2)
+    out = torch.empty(B, nq, H, v.shape[-1], dtype=v.dtype, device=q.device)
+    if off == 0:
+        out[:, :w] = F.scaled_dot_product_attention(
+            q[:, :, :w], k[:, :, :w], v[:, :, :w], is_causal=True, scale=scaling, enable_gqa=g > 1
+        ).transpose(1, 2)
     rows = min(ROWS, w)
     qq = torch.arange(rows, device=q.device)[:, None]
     tri = torch.zeros(rows, rows - 1, device=q.device).masked_fill(
@@ -88,13 +98,13 @@ def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tens
     if capped:
         # q_cap . k_raw with q_cap = R(limit) q_raw equals q_raw . R(-limit) k_raw: move the few
         # far keys to position -limit once, and only undo each query block's own rotation
-        k_far = rope.move(k[:, :, :n_far], q_pos[:n_far], -plan.limit)
+        k_far = rope.move(k[:, :, :n_far], torch.arange(n_far, device=q.device), -plan.limit)
     k_far = k_far.reshape(B, hkv, 1, n_far, D)
     v_far = v[:, :, None, :n_far].float()
-    for a in range(w, n, rows):
+    for a in range(max(w, off), n, rows):
         b = min(n, a + rows)
         nb, lo = b - a, a - w + 1
-        qb = q[:, :, a:b]
+        qb = q[:, :, a - off : b - off]
         parts = [_piece(qb, k[:, :, a:b], v[:, :, a:b], scaling, causal=True)]
         if w > rows:
             parts.append(_piece(qb, k[:, :, lo + rows - 1 : a], v[:, :, lo + rows - 1 : a], scaling))
@@ -105,12 +115,12 @@ def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tens
             parts.append((o_t, lse_t))
         fe = min(n_far, b - w)
         if fe > 0:
-            qf = rope.move(qb, q_pos[a:b], 0) if capped else qb.float()
+            qf = rope.move(qb, q_pos[a - off : b - off], 0) if capped else qb.float()
             s = (qf.reshape(B, hkv, g, nb, D) @ k_far[..., :fe, :].transpose(-1, -2)).reshape(B, H, nb, fe)
             i = torch.arange(a, b, device=q.device)[:, None]
             s = (s * scaling).masked_fill(i - torch.arange(fe, device=q.device)[None, :] < w, float("-inf"))
             lse = torch.logsumexp(s, -1)
             p = torch.exp(s - lse[..., None]).reshape(B, hkv, g, nb, fe)
             parts.append(((p @ v_far[..., :fe, :]).reshape(B, H, nb, -1), lse))
-        out[:, a:b] = _merge(parts).transpose(1, 2).to(v.dtype)
+        out[:, a - off : b - off] = _merge(parts).transpose(1, 2).to(v.dtype)
     return out

@@ -99,7 +99,7 @@ def attend(
                         need_output=False)
         return out
     simple = stats is None and alibi is None and softcap is None
-    if simple and fused_supported(q, nq, nk, q_pos, k_pos):
+    if simple and fused_supported(q, nq, nk, q_pos, k_pos, plan):
         return fused_attend(q, k, v, plan, scaling, rope, q_pos)
     if decode_supported(q, alibi, softcap, stats):
         return decode_attend(q, k, v, plan, scaling, rope, q_pos, k_pos, far_keys(plan, k_pos))

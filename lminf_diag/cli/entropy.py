@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "entropy = a + b ln n within and beyond the training length. Writes <out>/entropy.html\n"
         "and <out>/summary.json; an interrupted run resumes when the same command is repeated.",
         [
-            "diag entropy                                    # smollm2-135m, 16384 tokens of carroll-alice",
+            "diag entropy                                    # smollm2-135m, 4 windows of 12288 tokens",
             "diag entropy --length 4096 --layers 0,5,10 --out runs/alice-4k",
             "diag entropy --text my_book.txt --repeat --mode lambda --mode window",
             "diag entropy --json > entropy.json",

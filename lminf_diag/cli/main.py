@@ -21,7 +21,7 @@ OPTIONAL = ("ppl", "passkey")  # owned by other modules; registered when present
 
 EXAMPLES = [
     "diag models                                   # embedded models and supported families",
-    "diag report                                   # smollm2-135m, 16384 tokens: the full HTML report",
+    "diag report                                   # smollm2-135m, 4 windows of 12288 tokens: the HTML report",
     "diag entropy --length 4096 --out runs/alice-4k",
     "diag generate --length 12000 --max-new-tokens 40",
     "diag report runs/a runs/b --out runs/a-vs-b   # one page from saved runs",

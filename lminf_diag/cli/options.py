@@ -27,7 +27,7 @@ from lminf_diag.attention.spec import MODE_HELP, MODES
 from lminf_diag.data import default_text
 from lminf_diag.models.embedded import DEFAULT_MODEL
 
-DEFAULT_LENGTH = 16384
+DEFAULT_LENGTH = 12288  # 1.5x the embedded model's training length: 4 windows fit the 10-minute main job
 DEFAULT_WINDOWS_MODEL = 4  # windows per run for a real model (each costs a forward pass per label)
 DEFAULT_WINDOWS = 16  # for the lab models (a forward pass is milliseconds)
 

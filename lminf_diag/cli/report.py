@@ -62,9 +62,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--docs (loss over documents at --length), --decode-contexts (decoding speed and KV-cache\n"
         "size), each for the baseline and every --mode; finished cells are kept in the run folder.",
         [
-            "diag report                                     # smollm2-135m, 16384 tokens, lambda",
-            "diag report --length 32768 --repeat --mode lambda --mode mask_only --mode cap_only",
-            "diag report runs/report-smollm2-135m-16384      # rebuild from a saved run",
+            "diag report                                     # smollm2-135m, 4 windows x 12288 tokens, lambda",
+            "diag report --mode lambda --mode cap_only --recompute --control shuffled   # + ablation, references",
+            "diag report --train-len 1024 --length 2048      # a pretend-T null: nothing may be present",
+            "diag report runs/report-smollm2-135m-12288      # rebuild from a saved run",
             "diag report runs/a runs/b --out runs/a-vs-b     # several runs in one page",
             "diag report --passkey-lengths 4096,8192,16384 --passkey-depths 0,0.5,1   # + passkey retrieval",
             "diag report --docs carroll-alice bryant-stories --baseline-max-length 12288  # + loss over documents",
