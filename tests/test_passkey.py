@@ -1,4 +1,5 @@
-"""Passkey retrieval: prompt building, scoring, the runner (stand-in and real tiny models), resume, figures."""
+"""Passkey retrieval: prompt building, scoring, random depths, the needle's place in the Λ, Wilson
+intervals, the runner (stand-in and real tiny models), prompt-by-prompt resume, figures, findings, CLI."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from lminf_diag.evaluate import (
     run_passkey,
     score_answer,
 )
-from lminf_diag.evaluate.passkey import FILLER, INSTRUCTION, NEEDLE, QUESTION
+from lminf_diag.evaluate.passkey import FILLER, INSTRUCTION, NEEDLE, QUESTION, trial_depth
 from lminf_diag.evaluate.passkey_figures import train_len_boundary
 from lminf_diag.patch import current_spec
 from lminf_diag.runs import RunDir
@@ -72,6 +73,8 @@ def test_prompt_length_needle_depth_and_question(tok, length, depth):
     assert text.startswith(INSTRUCTION) and text.endswith("\n" + QUESTION)
     assert text.count("54321") == 2 and p.key == 54321
     assert tok.decode(ids[p.needle_start :]).startswith(NEEDLE.format(key=54321))
+    assert tok.decode(ids[p.needle_start : p.needle_end]).strip() == NEEDLE.format(key=54321)
+    assert not tok.decode(ids[p.needle_start : p.needle_end - 1]).strip().endswith("pass key.")
     assert not tok.decode(ids[: p.needle_start]).endswith("The")  # the needle's first token is its start
     # the needle sits at a sentence boundary within one sentence of the requested depth
     sentence = max(_n(tok, s) for s in haystack_sentences("filler")) + 1
@@ -142,17 +145,30 @@ def test_keys_deterministic_five_digits():
     assert 100 <= passkey_key(0, 100, 0.5, 0, digits=3) <= 999
 
 
+def _needle_span(tok, ids: list[int], key: int) -> tuple[int, int]:
+    """The needle's token span found by decoding alone (an independent reference)."""
+    needle = NEEDLE.format(key=key)
+    start = next(i for i in range(len(ids)) if tok.decode(ids[i:]).startswith(needle))
+    end = next(j for j in range(start + 1, len(ids) + 1) if needle in tok.decode(ids[start:j]))
+    return start, end
+
+
 # ------------------------------------------------------------------ runner
 
 
-def _stand_in(model, tok, copy: bool, seen: list):
-    """A `generate` that answers with the key found in the prompt (copy) or a wrong number."""
+def _stand_in(model, tok, copy, seen: list, fail_after: int | None = None):
+    """A `generate` that answers with the key found in the prompt (copy=True), a wrong number
+    (copy=False), or the key only when the whole needle lies in the last `copy` tokens (copy an int)."""
 
     def generate(input_ids, attention_mask=None, generation_config=None, **kwargs):
+        if fail_after is not None and len(seen) >= fail_after:
+            raise KeyboardInterrupt
         spec = current_spec(model)
         seen.append(None if spec is None else spec.mode)
-        key = int(re.search(r"pass key is (\d+)", tok.decode(input_ids[0])).group(1))
-        answer = f" {key}. Remember" if copy else f" {(key + 1) % 100000}."
+        text = tok.decode(input_ids[0])
+        key = int(re.search(r"pass key is (\d+)", text).group(1))
+        right = copy if isinstance(copy, bool) else NEEDLE.format(key=key) in tok.decode(input_ids[0, -copy:])
+        answer = f" {key}. Remember" if right else f" {(key + 1) % 100000}."
         new = tok(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
         assert generation_config.max_new_tokens == 8 and not generation_config.do_sample
         return torch.cat([input_ids, new], dim=1)
@@ -164,38 +180,69 @@ def _stand_in(model, tok, copy: bool, seen: list):
 def test_runner_scores_stand_in_models(tok, monkeypatch, copy):
     model, seen = tiny_model("llama"), []
     monkeypatch.setattr(model, "generate", _stand_in(model, tok, copy, seen))
-    res = run_passkey(model, tok, [150, 250], [0.0, 0.5, 1.0], trials=2, seed=3)
+    res = run_passkey(model, tok, [150, 250], [0.0, 0.5, 1.0], trials=6, seed=3)
     assert isinstance(res, PasskeyResult) and res.labels == ["baseline", "lambda"]
     assert seen == [None] * 12 + ["lambda"] * 12  # baseline unpatched, lambda under the patch
     assert current_spec(model) is None
     want = 1.0 if copy else 0.0
-    s = res.summary()
     for mode in ("baseline", "lambda"):
-        assert s[mode]["accuracy"] == want and s[mode]["accuracy_beyond"] == want
-        assert np.isnan(s[mode]["accuracy_within"]) and s[mode]["n_prompts"] == 12
         assert np.all(res.accuracy_grid(mode) == want)
+        assert res.within_beyond(mode) == ((0, 0), (12 * int(copy), 12))
     frame = res.to_frame()
     assert list(frame.columns)[:7] == ["mode", "length", "depth", "trial", "key", "answer", "correct"]
     assert len(frame) == 24 and frame["correct"].all() == copy
-    # the same keys for every mode
-    keys = frame.pivot_table(index=["length", "depth", "trial"], columns="mode", values="key")
-    assert (keys["baseline"] == keys["lambda"]).all()
+    assert sorted(frame["depth"].unique()) == [0.0, 0.5, 1.0]  # fixed depths in turn: 2 prompts each
+    assert (frame.groupby(["mode", "length", "depth"]).size() == 2).all()
+    keys = frame.pivot_table(index=["length", "trial"], columns="mode", values="key")
+    assert (keys["baseline"] == keys["lambda"]).all()  # the same prompts for every run
     assert res.accuracy_by_length().shape == (2, 2)
 
 
-def test_runner_with_real_tiny_model_and_ablation_modes(tok):
-    model = tiny_model("llama")
-    res = run_passkey(model, tok, [120], [0.0, 1.0], modes=("baseline", "lambda", "window"), n_global=4)
+def test_runner_records_needle_span_and_flags(tok, monkeypatch):
+    """Random depths; the stand-in retrieves only needles in the last 64 tokens (n_local = 64), so
+    LM-Infinite's accuracy is exactly its inside-Λ share, as found with an independent needle search."""
+    model, seen = tiny_model("llama"), []
+    monkeypatch.setattr(model, "generate", _stand_in(model, tok, 64, seen))
+    res = run_passkey(model, tok, [120, 200], trials=12, seed=5, n_global=4, n_local=64)
+    assert res.random_depths and res.n_local == 64 and res.n_global == 4
     frame = res.to_frame()
-    assert len(frame) == 6 and frame["answer"].map(lambda a: isinstance(a, str)).all()
-    assert set(frame["correct"]) <= {True, False}
-    assert res.train_len == 32 and all(0.0 <= v["accuracy"] <= 1.0 for v in res.summary().values())
-    assert current_spec(model) is None
+    assert len(frame) == 48 and len(set(frame["depth"])) == 24  # one depth per (length, trial)
+    assert set(frame["depth"]) == {trial_depth(5, n, t) for n in (120, 200) for t in range(12)}
+    for r in res.records:
+        p = build_passkey_prompt(tok, r.length, r.depth, r.key)
+        start, end = _needle_span(tok, p.input_ids[0].tolist(), r.key)
+        assert (r.needle_start, r.needle_end, r.distance) == (start, end, r.n_tokens - start)
+        lam = start >= r.n_tokens - 64 or end <= 4
+        assert r.inside_lambda == lam and r.inside == (None if r.mode == "baseline" else lam)
+    c = res.conditional("lambda")
+    assert c["outside"][0] == 0 and c["inside"][0] == c["inside"][1] == c["share_inside"][0]
+    assert c["all"][1] == 24 and 0 < c["share_inside"][0] < 24  # random depths fall on both sides
+
+
+def test_runner_with_real_tiny_model_end_to_end(tok, tmp_path):
+    model = tiny_model("llama")
+    out = tmp_path / "run"
+    res = run_passkey(model, tok, [120, 160], trials=2, modes=("baseline", "lambda", "window"), n_global=4,
+                      run_dir=out)  # fmt: skip
+    frame = res.to_frame()
+    assert len(frame) == 12 and frame["answer"].map(lambda a: isinstance(a, str)).all()
+    assert set(frame["correct"]) <= {True, False} and (frame["needle_end"] > frame["needle_start"]).all()
+    assert res.train_len == 32 and current_spec(model) is None
+    w = frame[frame["mode"] == "window"]
+    assert not (w["inside"] & ~w["inside_lambda"]).any()  # window's Λ (no globals) within lambda's
+    assert all(0.0 <= e.estimate <= 1.0 and e.n > 0 for e in res.key_figures())
+    assert len(res.findings()) >= 3 and len(res.figures()) == 3
+    more = run_passkey(
+        model, tok, [120, 160], trials=3, modes=("baseline", "lambda", "window"), n_global=4, run_dir=out
+    )  # fmt: skip  (one more prompt per cell; the first two are reloaded)
+    kept = more.to_frame()
+    assert len(kept) == 18 and kept[kept["trial"] < 2].reset_index(drop=True).equals(frame)
 
 
 def test_runner_rejects_bad_arguments(tok):
     model = tiny_model("llama")
-    for kwargs in ({"modes": ("baseline", "nope")}, {"trials": 0}, {"depths": [2.0]}, {"lengths": [0]}):
+    for kwargs in ({"modes": ("baseline", "nope")}, {"trials": 0}, {"depths": [2.0]}, {"lengths": [0]},
+                   {"depths": []}):  # fmt: skip
         args = {"lengths": [150], "depths": [0.5], **kwargs}
         with pytest.raises(InvalidArgumentError):
             run_passkey(model, tok, **args)
@@ -207,11 +254,11 @@ def test_runner_resumes_from_run_dir(tok, monkeypatch, tmp_path, use_rundir):
     monkeypatch.setattr(model, "generate", _stand_in(model, tok, True, seen))
     out = tmp_path / "run"
     folder = (lambda: RunDir(out, {"task": "passkey"})) if use_rundir else (lambda: out)
-    first = run_passkey(model, tok, [150, 250], [0.0, 1.0], run_dir=folder())
+    first = run_passkey(model, tok, [150, 250], trials=2, run_dir=folder())
     assert len(seen) == 8
     stream = io.StringIO()
     again = run_passkey(
-        model, tok, [150, 250], [0.0, 1.0], run_dir=folder(), progress=lambda n: Progress(n, stream=stream)
+        model, tok, [150, 250], trials=2, run_dir=folder(), progress=lambda n: Progress(n, stream=stream)
     )
     assert len(seen) == 8  # nothing recomputed
     assert again.to_frame().equals(first.to_frame())
@@ -225,55 +272,51 @@ def test_runner_resumes_from_run_dir(tok, monkeypatch, tmp_path, use_rundir):
         assert "passkey:lambda_250" in run.done_steps
     stream = io.StringIO()
     run_passkey(
-        model, tok, [150, 250], [0.0, 1.0], run_dir=folder(), progress=lambda n: Progress(n, stream=stream)
+        model, tok, [150, 250], trials=2, run_dir=folder(), progress=lambda n: Progress(n, stream=stream)
     )
     assert len(seen) == 10 and stream.getvalue().count("skipped") == 3
     assert stream.getvalue().strip().endswith("done")
-    run_passkey(model, tok, [150, 250], [0.0, 1.0], seed=1, run_dir=folder())  # other keys: recomputed
+    run_passkey(model, tok, [150, 250], trials=2, seed=1, run_dir=folder())  # other prompts: recomputed
     assert len(seen) == 18
-    run_passkey(model, tok, [150, 250], [0.0, 1.0], seed=1, n_global=5, run_dir=folder())
+    run_passkey(model, tok, [150, 250], trials=2, seed=1, n_global=5, run_dir=folder())
     assert seen[18:] == ["lambda"] * 4  # the baseline does not depend on the patch settings
+
+
+def test_runner_resumes_prompt_by_prompt(tok, monkeypatch, tmp_path):
+    model, seen = tiny_model("llama"), []
+    monkeypatch.setattr(model, "generate", _stand_in(model, tok, True, seen, fail_after=5))
+    with pytest.raises(KeyboardInterrupt):  # interrupted during the 6th prompt (baseline, 3rd of 200)
+        run_passkey(model, tok, [150, 200], trials=3, run_dir=tmp_path)
+    monkeypatch.setattr(model, "generate", _stand_in(model, tok, True, seen))
+    stream = io.StringIO()
+    res = run_passkey(model, tok, [150, 200], trials=3, run_dir=tmp_path,
+                      progress=lambda n: Progress(n, stream=stream))  # fmt: skip
+    assert len(seen) == 5 + 7  # 12 prompts in all, none answered twice
+    assert "baseline: 3 prompt(s) of 200 tokens (2 kept)" in stream.getvalue()
+    assert len(res.records) == 12 and all(r.correct for r in res.records)
 
 
 # ------------------------------------------------------------------ figures
 
 
-def _synthetic_result() -> PasskeyResult:
+def test_heat_maps_for_fixed_depths():
     records = [
         PasskeyTrial(m, n, d, 0, 12345, "12345", m == "lambda" or n <= 128, n, d)
         for m in ("baseline", "lambda")
         for n in (64, 128, 256)
         for d in (0.0, 0.5, 1.0)
     ]
-    return PasskeyResult(
-        labels=["baseline", "lambda"],
-        train_len=128,
-        records=records,
-        lengths=[64, 128, 256],
-        depths=[0.0, 0.5, 1.0],
-    )
-
-
-def test_summary_and_figures():
-    res = _synthetic_result()
-    s = res.summary()
-    assert s["baseline"] == {
-        "accuracy": 6 / 9,
-        "accuracy_within": 1.0,
-        "accuracy_beyond": 0.0,
-        "n_prompts": 9.0,
-    }
-    assert s["lambda"]["accuracy_beyond"] == 1.0
-    heat, lines = res.figures()
+    res = PasskeyResult(labels=["baseline", "lambda"], train_len=128, records=records, lengths=[64, 128, 256],
+                        depths=[0.0, 0.5, 1.0])  # fmt: skip
+    figs = res.figures()
+    assert len(figs) == 3  # no needle spans: no Λ bars
+    heat = figs[-1]
     assert [t.type for t in heat.data] == ["heatmap", "heatmap"]
-    assert heat.layout.xaxis.title.text == "context length (tokens)"
     assert heat.layout.yaxis.title.text == "needle depth (fraction)"
     assert list(heat.layout.xaxis.ticktext) == ["64", "128", "256"]
     assert heat.data[0].z[2][2] == 0.0 and heat.data[1].z[2][2] == 1.0  # z is (depth, length)
-    lines_x = [sh.x0 for sh in heat.layout.shapes]
-    assert lines_x == [1.5, 1.5]  # between 128 (within) and 256 (beyond), on both maps
-    assert any("training length" in a.text for a in heat.layout.annotations)
-    assert [t.name for t in lines.data] == ["baseline", "lambda"] and lines.layout.shapes[0].x0 == 128
+    assert [sh.x0 for sh in heat.layout.shapes] == [1.5, 1.5]
+    assert res.within_beyond("baseline") == ((6, 6), (0, 3))
 
 
 def test_train_len_boundary():
@@ -301,20 +344,24 @@ def test_cli_passkey_writes_report_and_resumes(tmp_path, capsys):
 
     model = save_tiny_model(tmp_path / "model")
     out = tmp_path / "run"
-    args = ["passkey", "--model", model, "--lengths", "150,200", "--depths", "0.5", "--out", str(out)]
+    args = ["passkey", "--model", model, "--lengths", "150,200", "--trials", "2", "--out", str(out)]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "run       150    200    within T  beyond T" in captured.out
-    assert "[4/4] lambda: 1 prompt(s) of 200 tokens" in captured.err and "left" in captured.err
+    assert re.search(r"run +150 +200 +within T +beyond T", captured.out)
+    assert "prompts longer than n_local" in captured.out and "share inside (expected)" in captured.out
+    assert "[4/4] lambda: 2 prompt(s) of 200 tokens" in captured.err and "left" in captured.err
     assert (out / "passkey.html").is_file() and (out / "passkey" / "lambda_200.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["sections"]["passkey"]) == {"baseline", "lambda"}
-    assert summary["meta"]["lengths"] == [150, 200] and summary["meta"]["depths"] == [0.5]
+    figures = {(k["label"], k["figure"]): k for k in summary["key_figures"]}
+    assert figures[("lambda", "passkey accuracy beyond T")]["n"] == 4
+    assert ("lambda", "passkey needles inside Λ (geometric expectation)") in figures
+    assert summary["verdicts"] == [] and summary["meta"]["trials"] == 2
+    assert summary["meta"]["lengths"] == [150, 200] and summary["meta"]["depths"].startswith("random")
     assert main([*args, "--json"]) == 0  # resumed: nothing recomputed, JSON on stdout
     captured = capsys.readouterr()
     assert captured.err.count("saved in the run folder, skipped") == 4
     payload = json.loads(captured.out)
-    assert payload["summary"]["passkey"]["lambda"]["n_prompts"] == 2.0
+    assert any("needles inside the Λ" in line for line in payload["findings"])
 
 
 def test_cli_passkey_help_and_bad_input(capsys):
@@ -322,9 +369,11 @@ def test_cli_passkey_help_and_bad_input(capsys):
 
     assert main(["passkey", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "Examples:" in text and "--lengths" in text and "--haystack" in text
+    assert "Examples:" in text and "--lengths" in text and "--haystack" in text and "--trials" in text
+    assert "per prompt at 2048 tokens" in text and "lab-rope" in text and "--train-len" in text
     assert main(["passkey", "--depths", "0,2"]) == 2
     assert "fractions between 0 and 1" in capsys.readouterr().err
     assert main(["passkey", "--lengths", "a,b"]) == 2
+    assert main(["passkey", "--trials", "0"]) == 2
     assert main(["passkey", "--haystack", "no-such-book", "--out", "/nonexistent/x"]) == 2
     assert "Unknown text" in capsys.readouterr().err

@@ -279,7 +279,7 @@ def test_cli_passkey_top_k_adds_a_run_and_resumes(tmp_path, capsys):
 
     model = str(save_tiny_llama_folder(tmp_path / "model"))
     out = tmp_path / "run"
-    args = ["passkey", "--model", model, "--lengths", "120", "--depths", "0.5", "--out", str(out)]
+    args = ["passkey", "--model", model, "--lengths", "120", "--depths", "0.5", "--trials", "1", "--out", str(out)]
     assert main(args) == 0
     capsys.readouterr()
     top = [*args, "--top-k", "2", "--top-k-from-layer", "1", "--top-k-distance", "6"]
@@ -288,8 +288,8 @@ def test_cli_passkey_top_k_adds_a_run_and_resumes(tmp_path, capsys):
     assert captured.err.count("saved in the run folder, skipped") == 2
     assert "lambda+top2" in captured.out
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["sections"]["passkey"]) == ["baseline", "lambda", "lambda+top2"]
-    assert summary["sections"]["passkey"]["lambda+top2"]["n_prompts"] == 1.0
+    beyond = [k for k in summary["key_figures"] if k["figure"] == "passkey accuracy beyond T"]
+    assert [k["label"] for k in beyond] == ["baseline", "lambda", "lambda+top2"] and beyond[-1]["n"] == 1
     assert (out / "passkey" / "lambda_top2_120.json").is_file()
     assert "LM-Infinite + top-2 middle tokens" in (out / "passkey.html").read_text()
     assert main([*top, "--json"]) == 0  # resumed: nothing recomputed

@@ -1,15 +1,19 @@
 """``diag passkey``: can the model retrieve a key hidden in long filler text, baseline and patched?
 
-For every length, depth and trial a prompt hides a 5-digit key (the same prompts for every
-run); the model answers greedily and is right when the first number it writes is the key.
-Every finished (run, length) is kept in the run folder, so the same command resumes, and
-adding lengths, modes or --top-k to a finished run computes only what is new. --top-k K adds the
-run "lambda+topK": LM-Infinite plus, for the row that predicts each next token, the K best
-"middle" keys per head (the variant of the reference code used for passkey retrieval).
+For every length, --trials prompts (default 50) each hide a 5-digit key at a seeded random
+depth, uniform in [0, 1] (--depths fixes the depths instead); the same prompts serve every run.
+The model answers greedily and is right when the first number it writes is the key. Accuracies
+carry Wilson 95% intervals; for each patched run, accuracy is split by whether the needle lies
+inside its Λ (the last n_local tokens or the first n_global), next to the share of needles
+inside it (the geometric expectation). Every answered prompt is kept in the run folder, so the
+same command resumes at the next prompt, and adding lengths, trials, modes or --top-k to a
+finished run computes only what is new. --top-k K adds the run "lambda+topK": LM-Infinite plus,
+for the row that predicts each next token, the K best "middle" keys per head (the variant of the
+reference code used for passkey retrieval).
 
 Example:
     >>> from lminf_diag.cli.main import main
-    >>> main(["passkey", "--lengths", "4096,16384", "--depths", "0,0.5,1"])  # doctest: +SKIP
+    >>> main(["passkey", "--lengths", "2048", "--train-len", "1024", "--trials", "50"])  # doctest: +SKIP
     0
 """
 
@@ -22,10 +26,20 @@ from typing import Any
 
 from lminf_diag.cli import options
 from lminf_diag.cli.progress import Progress
+from lminf_diag.evaluate.passkey import DEFAULT_TRIALS
 
 VERB = "passkey"
 DEFAULT_LENGTHS = "4096,8192,16384"
-DEFAULT_DEPTHS = "0,0.25,0.5,0.75,1"
+COST = (
+    "Cost: one prompt is one prefill plus up to --max-new-tokens decoding steps. Measured on 2 shared CPU\n"
+    "cores, the embedded SmolLM2-135M takes 5-12 s per prompt at 2048 tokens (8 prompts: baseline 11.7 s,\n"
+    "LM-Infinite 5.1 s each); its prefill alone takes about 12 s at 4k, 34 s at 8k and 100 s at 16k tokens,\n"
+    "so the defaults (50 prompts x 3 lengths x 2 runs) take several hours, 16k alone about 3 hours. A quick\n"
+    "run that still means something: a pretend training length, --train-len 1024 --lengths 2048 (about\n"
+    "15 minutes for 50 prompts and 2 runs). A lab model (--model lab-rope --lengths 256,512) takes about\n"
+    "0.1 s per prompt but answers none (the prompt alone is 246 bytes, past its T of 128): it checks the\n"
+    "mechanics only."
+)
 
 
 def parse_lengths(text: str) -> list[int]:
@@ -67,14 +81,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = options.new_parser(
         subparsers,
         VERB,
-        "passkey retrieval accuracy per length and depth, baseline and patched",
-        "Hide a 5-digit key at each --depths fraction of filler text (or a book) of each --lengths\n"
-        "tokens, ask for it, and score greedy answers of the plain model and of each --mode of\n"
-        "LM-Infinite. Prints accuracy per run and length; writes <out>/passkey.html (heat maps\n"
-        "of length x depth) and <out>/summary.json; repeating the command resumes.",
+        "passkey retrieval accuracy per length, baseline and patched, by the needle's place in the Λ",
+        "Hide a 5-digit key in filler text (or a book) of each --lengths tokens, --trials prompts per\n"
+        "length at seeded random depths (uniform in [0, 1]; --depths for fixed ones), ask for it, and\n"
+        "score greedy answers of the plain model and of each --mode of LM-Infinite. Prints accuracy per\n"
+        "run and length with Wilson 95% intervals, and per patched run the accuracy with the needle inside\n"
+        "and outside its Λ next to the share inside (the geometric expectation); writes\n"
+        "<out>/passkey.html (accuracy vs needle distance) and <out>/summary.json; repeating the command\n"
+        "resumes at the next prompt.\n\n" + COST,
         [
-            f"diag passkey                                      # lengths {DEFAULT_LENGTHS}, depths {DEFAULT_DEPTHS}",
-            "diag passkey --lengths 2048,8192,32768 --depths 0,0.5,1 --trials 3",
+            f"diag passkey                                      # lengths {DEFAULT_LENGTHS}, 50 random depths each",
+            "diag passkey --train-len 1024 --lengths 2048      # quick: a pretend training length",
+            "diag passkey --model lab-rope --lengths 256,512 --trials 10   # mechanics only: answers none",
+            "diag passkey --lengths 2048,8192 --depths 0,0.5,1 --trials 30   # fixed depths, 10 prompts each",
             "diag passkey --haystack carroll-alice --patched-only",
             "diag passkey --mode lambda --mode window --json > passkey.json",
             "diag passkey --top-k 5 --lengths 4096,16384    # + LM-Infinite with the top-5 middle tokens",
@@ -91,15 +110,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument(
         "--depths",
         type=parse_depths,
-        default=parse_depths(DEFAULT_DEPTHS),
-        help=f"needle depths as fractions of the haystack, comma-separated (default {DEFAULT_DEPTHS})",
+        default=None,
+        help="fixed needle depths as fractions of the haystack, comma-separated, used in turn by the "
+        "prompts of a length (default: a seeded random depth per prompt, uniform in [0, 1])",
     )
-    g.add_argument(
-        "--trials",
-        type=options.bounded_int(1, "prompts per length and depth"),
-        default=1,
-        help="prompts (different keys) per length and depth (default 1)",
-    )
+    add_trials_option(g)
     g.add_argument(
         "--haystack",
         default="filler",
@@ -115,6 +130,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_top_k_options(p.add_argument_group("top-k middle tokens (off by default)"))
     options.add_output_options(p)
     return p
+
+
+def add_trials_option(g: Any, prefix: str = "--", dest: str = "trials") -> None:
+    """--trials N (alias --prompts N): prompts per length (with `prefix`, e.g. "--passkey-" in `diag report`)."""
+    g.add_argument(
+        f"{prefix}trials",
+        f"{prefix}prompts",
+        dest=dest,
+        type=options.bounded_int(1, "prompts per length"),
+        default=DEFAULT_TRIALS,
+        metavar="N",
+        help=f"prompts per length, each with its own seeded key and depth (default {DEFAULT_TRIALS}; "
+        "the reference scripts use 200)",
+    )
 
 
 def add_top_k_options(g: Any, prefix: str = "--") -> None:
@@ -157,26 +186,60 @@ def top_k_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def accuracy_table(result: Any) -> str:
-    """Plain-text accuracy table: one row per run, one column per length, then within / beyond."""
-    from lminf_diag.report import fmt
-
-    by_length = result.accuracy_by_length()
-    summary = result.summary()
-    header = ["run", *[str(n) for n in result.lengths], "within T", "beyond T"]
-    rows = [
-        [
-            lab,
-            *[fmt(float(by_length.loc[lab, n])) for n in result.lengths],
-            fmt(summary[lab]["accuracy_within"]),
-            fmt(summary[lab]["accuracy_beyond"]),
-        ]
-        for lab in result.labels
-    ]
+def _columns(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
     )
+
+
+def _share(k: int, n: int) -> str:
+    """'0.60 [0.39, 0.78]' (Wilson 95%) or 'n/a' without prompts.
+
+    >>> _share(12, 20), _share(0, 0)
+    ('0.60 [0.39, 0.78]', 'n/a')
+    """
+    from lminf_diag.analyze.estimate import wilson
+
+    if not n:
+        return "n/a"
+    p, lo, hi = wilson(k, n)
+    return f"{p:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def accuracy_table(result: Any) -> str:
+    """Plain-text table: one row per run; correct/prompts per length, then accuracy within / beyond T
+    with its Wilson 95% interval."""
+    header = ["run", *[str(n) for n in result.lengths], "within T", "beyond T"]
+    rows = []
+    for lab in result.labels:
+        per = [f"{k}/{n}" for k, n in result.counts_by_length(lab)]
+        (kw, nw), (kb, nb) = result.within_beyond(lab)
+        rows.append([lab, *per, _share(kw, nw), _share(kb, nb)])
+    return _columns(header, rows)
+
+
+def lambda_table(result: Any) -> str:
+    """Plain-text table over the prompts longer than n_local: per run, accuracy with the needle inside
+    and outside the Λ, and the share of needles inside it (for the baseline: the lambda settings' Λ)."""
+    rows = []
+    for lab in result.labels:
+        c = result.conditional(lab)
+        if not c["all"][1]:
+            continue
+        (ki, ni), (ko, no), (ks, ns) = c["inside"], c["outside"], c["share_inside"]
+        rows.append([lab, f"{ki}/{ni}", _share(ki, ni), f"{ko}/{no}", _share(ko, no), _share(ks, ns)])
+    if not rows:
+        return f"(no prompt longer than n_local = {result.n_local}: every needle lies inside the window)"
+    header = [
+        "run",
+        "inside",
+        "accuracy inside Λ",
+        "outside",
+        "accuracy outside Λ",
+        "share inside (expected)",
+    ]
+    return _columns(header, rows)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -220,12 +283,19 @@ def run(args: argparse.Namespace) -> int:
         **patch_args(args),
         **top_k_args(args),
     )
+    where = "seeded random depths" if args.depths is None else f"depths {', '.join(map(str, args.depths))}"
     print(
-        f"\npasskey accuracy (training length T = {info.train_len} tokens; "
-        f"{len(args.depths)} depth(s) x {args.trials} trial(s) per length)",
+        f"\npasskey accuracy, Wilson 95% intervals (training length T = {info.train_len} tokens; "
+        f"{args.trials} prompt(s) per length at {where})",
         file=stream,
     )
     print(accuracy_table(result), file=stream)
+    print(
+        f"\nby the needle's place in the Λ (n_global = {result.n_global}, n_local = {result.n_local}), "
+        "prompts longer than n_local",
+        file=stream,
+    )
+    print(lambda_table(result), file=stream)
     run_dir.start()
     top = top_k_args(args) if args.top_k else {}
     if top and top["top_k_distance"] is None:
@@ -238,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
         list(result.labels),
         t0,
         lengths=args.lengths,
-        depths=args.depths,
+        depths="random (seeded, uniform in [0, 1])" if args.depths is None else args.depths,
         trials=args.trials,
         haystack=args.haystack,
         seed=args.seed,

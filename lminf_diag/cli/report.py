@@ -35,7 +35,6 @@ from typing import Any
 from lminf_diag.cli import options
 
 VERB = "report"
-DEFAULT_PASSKEY_DEPTHS = "0,0.5,1"
 DEFAULT_DECODE_STEPS = 16
 EXTRA_OPTIONS = ("--passkey-lengths", "--docs", "--decode-contexts")
 
@@ -94,16 +93,20 @@ def add_extra_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N,N",
         help="add passkey retrieval at these prompt lengths in tokens, comma-separated (e.g. 4096,8192); "
-        "one prompt per length and depth, greedy answers, as `diag passkey`",
+        "--passkey-trials prompts per length (default 50) at seeded random depths, greedy answers, as `diag passkey`",
     )
     g.add_argument(
         "--passkey-depths",
         type=parse_depths,
-        default=parse_depths(DEFAULT_PASSKEY_DEPTHS),
+        default=None,
         metavar="F,F",
-        help=f"with --passkey-lengths: needle depths as fractions of the filler text (default {DEFAULT_PASSKEY_DEPTHS})",
+        help="with --passkey-lengths: fixed needle depths as fractions of the filler text (default: a seeded "
+        "random depth per prompt, uniform in [0, 1])",
     )
     add_top_k_options(g, "--passkey-")  # as `diag passkey --top-k ...`, for the passkey section only
+    from lminf_diag.cli.passkey import add_trials_option
+
+    add_trials_option(g, "--passkey-", dest="passkey_trials")
     g.add_argument(
         "--docs",
         nargs="+",
@@ -203,7 +206,7 @@ def from_folders(args: argparse.Namespace) -> int:
 
 def passkey_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, run: Any) -> Any:
     """Passkey retrieval at --passkey-lengths x --passkey-depths, baseline and every mode; resumable."""
-    from lminf_diag.cli.passkey import accuracy_table, top_k_args
+    from lminf_diag.cli.passkey import accuracy_table, lambda_table, top_k_args
     from lminf_diag.cli.ppl import patch_args
     from lminf_diag.cli.progress import Progress
     from lminf_diag.evaluate import run_passkey
@@ -214,6 +217,7 @@ def passkey_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, r
         args.passkey_lengths,
         args.passkey_depths,
         seed=args.seed,
+        trials=args.passkey_trials,
         modes=options.labels(args),
         train_len=info.train_len,
         run_dir=run,
@@ -224,6 +228,7 @@ def passkey_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, r
     stream = options.human(args)
     print(f"\npasskey accuracy (training length T = {info.train_len} tokens)", file=stream)
     print(accuracy_table(result), file=stream)
+    print(lambda_table(result), file=stream)
     return result
 
 
@@ -341,7 +346,8 @@ def extra_sections(args: argparse.Namespace, run: Any) -> tuple[dict[str, Any], 
     if args.passkey_lengths:
         results["passkey"] = passkey_section(args, model, tok, info, run)
         meta["passkey lengths"] = args.passkey_lengths
-        meta["passkey depths"] = args.passkey_depths
+        meta["passkey depths"] = args.passkey_depths or "random (seeded, uniform in [0, 1])"
+        meta["passkey trials"] = args.passkey_trials
         if args.top_k:
             meta["passkey top-k"] = (f"{args.top_k} middle tokens from layer {args.top_k_from_layer}, at distance "
                                      f"{args.top_k_distance if args.top_k_distance is not None else 'n_local // 2'}")

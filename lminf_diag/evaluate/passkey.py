@@ -11,17 +11,27 @@ nearest the requested depth (the reference cuts the filler at a character count,
 the prompt length is counted in tokens (not characters), and any text (a book) can replace
 the filler. The question ends without a trailing space, as in the reference code: a trailing
 space is a token of its own for byte-level BPE tokenizers and makes the answer harder.
+The reference scripts draw 200 prompts per length with keys up to 10^7; here the default is
+50 prompts per length (`DEFAULT_TRIALS`) with 5-digit keys, so a run fits a CPU.
+
+Depths: by default every prompt draws its own depth, uniform in [0, 1] as in the reference
+protocol, from a seed (`trial_depth(seed, length, trial)`), so every prompt is reproducible
+and adding trials keeps the prompts already drawn. Fixed depths remain available: prompt t of
+a length then uses `depths[t % len(depths)]`.
 
 Example:
     >>> score_answer(" 12345. Remember", 12345)
     True
     >>> passkey_key(seed=0, length=4096, depth=0.5, trial=0) == passkey_key(0, 4096, 0.5, 0)
     True
+    >>> trial_depth(0, 4096, 7) == trial_depth(0, 4096, 7), trial_depth(0, 4096, 2, depths=[0.0, 1.0])
+    (True, 0.0)
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +51,8 @@ QUESTION = "What is the pass key? The pass key is"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _INT = re.compile(r"\d+")
 MAX_GAP = 8  # tokens a prompt may fall short of its length before the last sentence is cut at a word
+DEFAULT_TRIALS = 50  # prompts per length by default (the reference scripts use 200)
+_DEPTH_STREAM = 7919  # separates the depth draws from the key draws of `passkey_key`
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +64,9 @@ class PasskeyPrompt:
     key:          the number hidden in the needle.
     depth:        the requested depth (fraction of the haystack before the needle).
     needle_start: token index of the needle's first token in input_ids.
-    actual_depth: haystack tokens before the needle / all haystack tokens.
+    actual_depth: haystack characters before the needle / all haystack characters.
+    needle_end:   token index one past the needle's last token: the needle is
+                  input_ids[0, needle_start:needle_end] (-1 when unknown).
     """
 
     input_ids: torch.Tensor
@@ -60,6 +74,7 @@ class PasskeyPrompt:
     depth: float
     needle_start: int
     actual_depth: float
+    needle_end: int = -1
 
     @property
     def n_tokens(self) -> int:
@@ -83,6 +98,29 @@ def passkey_key(seed: int, length: int, depth: float, trial: int, digits: int = 
         raise InvalidArgumentError(f"digits must be >= 1, got {digits}.")
     rng = np.random.default_rng([int(seed), int(length), int(round(float(depth) * 10000)), int(trial)])
     return int(rng.integers(10 ** (digits - 1), 10**digits))
+
+
+def trial_depth(seed: int, length: int, trial: int, depths: Sequence[float] | None = None) -> float:
+    """The needle depth of prompt `trial` of a length: seeded uniform in [0, 1), or fixed depths in turn.
+
+    depths=None (the default protocol): drawn with
+    `numpy.random.default_rng([seed, length, trial, 7919]).random()`, independent of every other
+    prompt, so adding trials or lengths keeps the depths already drawn. With fixed `depths`,
+    prompt t uses `depths[t % len(depths)]` (a balanced grid when trials is a multiple of it).
+
+    >>> trial_depth(0, 1024, 0) == trial_depth(0, 1024, 0) != trial_depth(0, 1024, 1)
+    True
+    >>> [trial_depth(0, 1024, t, depths=[0.0, 0.5, 1.0]) for t in range(4)]
+    [0.0, 0.5, 1.0, 0.0]
+    """
+    if depths is not None:
+        if len(depths) == 0:
+            raise InvalidArgumentError(
+                "depths must hold at least one fraction, or be None for random depths."
+            )
+        return float(depths[int(trial) % len(depths)])
+    rng = np.random.default_rng([int(seed), int(length), int(trial), _DEPTH_STREAM])
+    return float(rng.random())
 
 
 def score_answer(generated_text: str, key: int) -> bool:
@@ -156,7 +194,8 @@ class _Layout:
     needle: str
 
     def render(self) -> tuple[str, list[int]]:
-        """(text, [haystack start, needle start, needle end, question start]) in characters."""
+        """(text, [haystack start, needle start, needle end, question start, needle's last
+        character]) in characters."""
         ends = np.cumsum([len(u) + 1 for u in self.units]) if self.units else np.zeros(0)
         total = float(ends[-1]) if len(ends) else 0.0
         bounds = np.concatenate([[0.0], ends])  # character offsets of the cut points between units
@@ -170,7 +209,7 @@ class _Layout:
         n1 = len(text)
         text += "\n" + after if after else ""
         q = len(text) + 1
-        return text + "\n" + QUESTION, [hay, n0, n1, q]
+        return text + "\n" + QUESTION, [hay, n0, n1, q, n1 - 1]
 
 
 def _fit(layout_for, count, lo: int, hi: int, length: int) -> int:
@@ -242,13 +281,13 @@ def build_passkey_prompt(
         )
         layout = _Layout(pool[:k] + ([" ".join(words[:w])] if w else []), depth, needle)
     text, marks = layout.render()
-    ids, (hay, n0, n1, q) = _encode(tokenizer, text, marks)
+    ids, (hay, n0, n1, q, last) = _encode(tokenizer, text, marks)
     ids, shift = bos + ids, len(bos)
     if len(ids) > length:  # tokenization was not monotone in the text; drop whole units until it fits
         while len(ids) > length and layout.units:
             layout.units.pop()
             text, marks = layout.render()
-            ids, (hay, n0, n1, q) = _encode(tokenizer, text, marks)
+            ids, (hay, n0, n1, q, last) = _encode(tokenizer, text, marks)
             ids = bos + ids
     before, after = n0 - hay, max(q - n1, 0)
     actual = before / (before + after) if before + after else float(depth)
@@ -258,10 +297,12 @@ def build_passkey_prompt(
         depth=float(depth),
         needle_start=n0 + shift,
         actual_depth=float(actual),
+        needle_end=last + shift + 1,
     )
 
 
 __all__ = [
+    "DEFAULT_TRIALS",
     "FILLER",
     "INSTRUCTION",
     "NEEDLE",
@@ -271,4 +312,5 @@ __all__ = [
     "haystack_sentences",
     "passkey_key",
     "score_answer",
+    "trial_depth",
 ]

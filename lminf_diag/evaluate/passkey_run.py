@@ -1,11 +1,26 @@
-"""Run passkey retrieval over lengths x depths x trials, per attention mode; resumable.
+"""Run passkey retrieval over lengths x prompts, per attention mode; resumable prompt by prompt.
+
+By default every length gets `DEFAULT_TRIALS` (50) prompts, each with its own seeded random
+depth (uniform in [0, 1], the reference protocol) and key; `depths=[...]` fixes the depths
+instead (prompt t at depths[t % len(depths)]). The same prompts are used for every run. Every
+finished prompt is saved in the run folder (one cell per run and length, written after each
+prompt), so an interrupted run resumes at the next prompt, and asking for more trials later
+computes only the new ones.
+
+Cost: one prompt is one prefill plus up to `max_new_tokens` (8) decoding steps. Measured on 2
+shared CPU cores, the embedded SmolLM2-135M takes 5-12 s per prompt at 2048 tokens (baseline
+11.7 s, LM-Infinite 5.1 s per prompt over 8 prompts); its prefill alone takes about 12 s at 4k,
+34 s at 8k and 100 s at 16k, so 50 prompts per length at 16k take about 1.4 hours per run. A
+pretend training length (`train_len=1024`, lengths [2048]) gives a quick run that still means
+something; the lab models take about 0.1 s per prompt but answer none (the prompt alone is 246
+bytes, past their T of 128), so they check the mechanics only.
 
 Example:
     >>> import lminf_diag as ld                                             # doctest: +SKIP
     >>> from lminf_diag.evaluate import run_passkey                         # doctest: +SKIP
     >>> model, tok = ld.load_model("smollm2-135m")                          # doctest: +SKIP
-    >>> res = run_passkey(model, tok, [4096, 16384], [0.0, 0.5, 1.0])       # doctest: +SKIP
-    >>> res.summary()["lambda"]["accuracy_beyond"]                          # doctest: +SKIP
+    >>> res = run_passkey(model, tok, [2048], train_len=1024, trials=50)    # doctest: +SKIP
+    >>> print(*res.findings(), sep="\\n")                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,106 +29,37 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from lminf_diag.analyze.base import AnalysisResult, nanmean
 from lminf_diag.attention.spec import MODES
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.evaluate.cells import CellStore, ProgressFactory, Steps, model_train_len
-from lminf_diag.evaluate.passkey import PasskeyPrompt, build_passkey_prompt, passkey_key, score_answer
-from lminf_diag.evaluate.passkey_figures import passkey_figures
-
-DESCRIPTION = (
-    "Passkey retrieval: a 5-digit key is hidden at a given depth in irrelevant text (the reference filler "
-    "sentences, or a book) of a given length, "
-    "and the model is asked for it (greedy decoding; correct when the first number it writes is the key). "
-    "Each cell is the fraction of trials answered correctly; lengths right of the dashed line are beyond "
-    "the training length."
+from lminf_diag.evaluate.passkey import (
+    DEFAULT_TRIALS,
+    PasskeyPrompt,
+    build_passkey_prompt,
+    passkey_key,
+    score_answer,
+    trial_depth,
 )
+from lminf_diag.evaluate.passkey_geometry import needle_inside, run_lambda
+from lminf_diag.evaluate.passkey_result import DESCRIPTION, PasskeyResult, PasskeyTrial
+
+PROTOCOL = 2  # cells of protocol 1 (trials per depth, no needle span) are recomputed, not misread
 
 
-@dataclass(frozen=True)
-class PasskeyTrial:
-    """One prompt and its answer."""
-
-    mode: str
-    length: int
-    depth: float
-    trial: int
-    key: int
-    answer: str
-    correct: bool
-    n_tokens: int
-    actual_depth: float
-
-
-@dataclass
-class PasskeyResult(AnalysisResult):
-    """Accuracy per (mode, length, depth); `labels` are the modes, baseline first, then the top-k
-    run ("lambda+top5") when one was asked for."""
-
-    records: list[PasskeyTrial] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    depths: list[float] = field(default_factory=list)
-    trials: int = 1
-    haystack: str = "filler"
-    title: str = "Passkey retrieval"
-    description: str = DESCRIPTION
-
-    def accuracy_grid(self, mode: str) -> np.ndarray:
-        """(n_depths, n_lengths) accuracy of `mode` (NaN where no trial was run)."""
-        grid = np.full((len(self.depths), len(self.lengths)), np.nan)
-        frame = self.to_frame()
-        frame = frame[frame["mode"] == mode]
-        for (length, depth), cell in frame.groupby(["length", "depth"]):
-            grid[self.depths.index(float(depth)), self.lengths.index(int(length))] = cell["correct"].mean()
-        return grid
-
-    def accuracy_by_length(self) -> pd.DataFrame:
-        """Accuracy over depths and trials: one row per mode, one column per length."""
-        frame = self.to_frame()
-        if frame.empty:
-            return pd.DataFrame(index=self.labels, columns=self.lengths, dtype=float)
-        table = frame.pivot_table(index="mode", columns="length", values="correct", aggfunc="mean")
-        return table.reindex(index=self.labels, columns=self.lengths)
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """mode -> accuracy (all prompts), accuracy_within (length <= train_len), accuracy_beyond, n_prompts."""
-        frame = self.to_frame()
-        out: dict[str, dict[str, float]] = {}
-        for mode in self.labels:
-            f = frame[frame["mode"] == mode] if not frame.empty else frame
-            correct = f["correct"].to_numpy(dtype=float) if not f.empty else np.zeros(0)
-            lengths = f["length"].to_numpy() if not f.empty else np.zeros(0)
-            within = lengths <= self.train_len if self.train_len is not None else np.ones(lengths.size, bool)
-            out[mode] = {
-                "accuracy": float(nanmean(correct)) if correct.size else float("nan"),
-                "accuracy_within": float(nanmean(correct[within])) if within.any() else float("nan"),
-                "accuracy_beyond": float(nanmean(correct[~within])) if (~within).any() else float("nan"),
-                "n_prompts": float(correct.size),
-            }
-        return out
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per prompt: mode, length, depth, trial, key, answer, correct, n_tokens, actual_depth."""
-        columns = [f.name for f in PasskeyTrial.__dataclass_fields__.values()]
-        return pd.DataFrame([asdict(r) for r in self.records], columns=columns)
-
-    def figures(self) -> list:
-        """Heat maps (length x depth) per mode side by side, and accuracy vs length per mode."""
-        return passkey_figures(self)
-
-
-def _check(lengths: Sequence[int], depths: Sequence[float], trials: int, modes: Sequence[str]) -> None:
+def _check(lengths: Sequence[int], depths: Sequence[float] | None, trials: int, modes: Sequence[str]) -> None:
     if not lengths or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths):
         raise InvalidArgumentError(f"lengths must be positive integers of tokens, got {list(lengths)!r}.")
-    if not depths or any(not 0.0 <= float(d) <= 1.0 for d in depths):
-        raise InvalidArgumentError(f"depths must be fractions between 0 and 1, got {list(depths)!r}.")
+    if depths is not None and (not depths or any(not 0.0 <= float(d) <= 1.0 for d in depths)):
+        raise InvalidArgumentError(
+            f"depths must be fractions between 0 and 1 (or None for a random depth per prompt), "
+            f"got {list(depths)!r}."
+        )
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise InvalidArgumentError(f"trials must be an integer >= 1, got {trials!r}.")
     allowed = ("baseline", *MODES)
@@ -153,34 +99,60 @@ def top_k_label(top_k: int) -> str:
     return f"lambda+top{top_k}"
 
 
-def _run_cell(model, tokenizer, label, length, depths, trials, prompt_for, max_new_tokens, patch):
-    """The trials of one (run, length): every depth, greedy answers under the run's patch. `label` is
-    a mode, or the top-k run's label (then `patch` holds its top-k settings)."""
+def _trial(label: str, length: int, p: PasskeyPrompt, trial: int, answer: str, flags: dict) -> PasskeyTrial:
+    """The record of one answered prompt, with its needle span and Λ flags (`flags`: n_global, n_local)."""
+    record = PasskeyTrial(
+        label, length, p.depth, trial, p.key, answer, score_answer(answer, p.key), p.n_tokens,
+        p.actual_depth, p.needle_start, p.needle_end,
+    )  # fmt: skip
+    return _reflag(record, flags)
+
+
+def _reflag(r: PasskeyTrial, flags: dict) -> PasskeyTrial:
+    """A loaded record with its Λ flags recomputed for the current settings (`flags`: n_global, n_local)."""
+    if not (r.needle_end > r.needle_start >= 0 and flags["n_local"]):
+        return r
+    span = (r.needle_start, r.needle_end, r.n_tokens)
+    lam = run_lambda(r.mode.split("+top")[0], flags["n_global"], flags["n_local"])
+    inside = None if lam is None else needle_inside(*span, n_local=lam[1], n_global=lam[0])
+    lam_flag = needle_inside(*span, n_local=flags["n_local"], n_global=flags["n_global"])
+    return replace(r, inside=inside, inside_lambda=lam_flag)
+
+
+def _saver(store: CellStore, key: str, kept: dict[int, PasskeyTrial], spent: float):
+    """`save(record)`: add one answered prompt to `kept` and rewrite the cell (records by trial, seconds
+    spent on the cell in all, `spent` before this call)."""
+    start = time.perf_counter()
+
+    def save(record: PasskeyTrial) -> None:
+        kept[record.trial] = record
+        seconds = spent + time.perf_counter() - start
+        rows = [asdict(kept[t]) for t in sorted(kept)]
+        store.save(key, {"records": rows, "seconds": seconds}, seconds=seconds)
+
+    return save
+
+
+def _run_cell(model, tokenizer, label, length, todo, prompt_for, max_new_tokens, patch, flags, save):
+    """Answer the prompts `todo` (trial indices) of one (run, length) under the run's patch, calling
+    `save(record)` after each. `label` is a mode, or the top-k run's label (`patch` holds its settings)."""
     from lminf_diag.patch import lm_infinite
 
-    out = []
     mode = "lambda" if label.startswith("lambda+top") else label
     with nullcontext() if mode == "baseline" else lm_infinite(model, mode=mode, **patch):
-        for depth in depths:
-            for trial in range(trials):
-                p = prompt_for(length, depth, trial)
-                answer = _generate(model, tokenizer, p.input_ids, max_new_tokens)
-                correct = score_answer(answer, p.key)
-                out.append(
-                    PasskeyTrial(
-                        label, length, depth, trial, p.key, answer, correct, p.n_tokens, p.actual_depth
-                    )
-                )
-    return out
+        for trial in todo:
+            p = prompt_for(length, trial)
+            answer = _generate(model, tokenizer, p.input_ids, max_new_tokens)
+            save(_trial(label, length, p, trial, answer, flags))
 
 
 def run_passkey(
     model: Any,
     tokenizer: Any,
     lengths: Sequence[int],
-    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    depths: Sequence[float] | None = None,
     *,
-    trials: int = 1,
+    trials: int = DEFAULT_TRIALS,
     seed: int = 0,
     modes: Sequence[str] = ("baseline", "lambda"),
     n_global: int = 10,
@@ -195,35 +167,46 @@ def run_passkey(
     top_k_from_layer: int = 4,
     top_k_distance: int | None = None,
 ) -> PasskeyResult:
-    """Passkey accuracy per (mode, length, depth): greedy answers to `trials` prompts per cell.
+    """Passkey accuracy per (run, length) over `trials` prompts per length, with each needle's place in the Λ.
 
+    depths: None (default) draws one depth per prompt, uniform in [0, 1] from
+    `trial_depth(seed, length, trial)`; a list of fractions uses them in turn (prompt t at
+    depths[t % len(depths)]). trials: prompts per length (default 50). Keys come from
+    `passkey_key(seed, length, depth, trial)`: the same prompts for every run.
     modes: "baseline" (no patch) and LM-Infinite modes ("lambda", "mask_only", "cap_only",
     "window"), each run under `lm_infinite(model, n_global, n_local, limit, mode=m)`.
-    Keys come from `passkey_key(seed, length, depth, trial)`: the same prompts for every mode.
     train_len: the training length (default: read from the model), the default of n_local and
     the boundary between "within" and "beyond".
+    Every record holds the needle's token span, whether it lies inside the run's Λ (None for the
+    baseline) and inside the "lambda" settings' Λ (`passkey_geometry.needle_inside`).
     top_k > 0 adds one run after `modes`, labelled `top_k_label(top_k)` ("lambda+top5"): the
     "lambda" mode plus, for the row that predicts each next token, the top_k best "middle" keys per
     head in layers >= top_k_from_layer, seen at distance top_k_distance (None = n_local // 2);
     see `lm_infinite`. Its KV cache is not bounded.
-    run_dir: a `RunDir` or a folder path; each finished (run, length) is saved there and
-    loaded instead of recomputed when the run is repeated with the same settings.
-    progress: a factory called with the number of (mode, length) steps, such as
+    run_dir: a `RunDir` or a folder path; each (run, length) cell is saved there after every
+    prompt and reloaded when the run is repeated with the same settings (trials excepted: more
+    trials compute only the new prompts, fewer reuse the first ones).
+    progress: a factory called with the number of (run, length) steps, such as
     `lminf_diag.cli.progress.Progress` (prints elapsed time and time left on stderr).
+    Cost: one prefill plus up to max_new_tokens decoding steps per prompt (module docstring).
 
     Example:
-        >>> res = run_passkey(model, tok, [2048, 8192], [0.0, 0.5, 1.0], trials=2)  # doctest: +SKIP
-        >>> res.accuracy_by_length()                                                # doctest: +SKIP
+        >>> res = run_passkey(model, tok, [2048, 4096], trials=50, train_len=1024)  # doctest: +SKIP
+        >>> res.accuracy_by_length()                                               # doctest: +SKIP
     """
     from lminf_diag.models.loader import model_name
 
     lengths = [int(n) if isinstance(n, np.integer) else n for n in lengths]
-    depths = [float(d) for d in depths]
+    depths = None if depths is None else [float(d) for d in depths]
     modes = list(modes)
     _check(lengths, depths, trials, modes)
     if max_new_tokens < 1:
         raise InvalidArgumentError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     train_len = train_len or model_train_len(model)
+    if n_local is None and train_len is None and any(m != "baseline" for m in modes):
+        raise InvalidArgumentError(
+            "The model's training length is unknown, so the patch window is too: pass train_len or n_local."
+        )
     patch = {"n_global": n_global, "n_local": n_local, "limit": limit, "train_len": train_len}
     patches = {m: patch for m in modes}
     if top_k:
@@ -233,56 +216,70 @@ def run_passkey(
         LambdaSpec.resolve(n_local or train_len or 1, n_global, n_local, limit, **top)  # bad values fail now
         modes.append(top_k_label(top_k))
         patches[modes[-1]] = {**patch, **top}
+    flags = {"n_global": n_global, "n_local": n_local or train_len}
     common = {
         "model": model_name(model),
-        "depths": depths,
-        "trials": trials,
+        "depths": "random" if depths is None else depths,
         "seed": seed,
         "haystack": os.fspath(haystack),
         "max_new_tokens": max_new_tokens,
+        "protocol": PROTOCOL,
     }
-    stores = {  # the baseline does not depend on the patch settings
-        m: CellStore(run_dir, "passkey", common if m == "baseline" else {**common, **patches[m]}) for m in modes
+    stores = {  # the baseline does not depend on the patch settings (its flags are recomputed on load)
+        m: CellStore(run_dir, "passkey", common if m == "baseline" else {**common, **patches[m]})
+        for m in modes
     }
-    prompts: dict[tuple[int, float, int], PasskeyPrompt] = {}
+    prompts: dict[tuple[int, int], PasskeyPrompt] = {}
 
-    def prompt_for(length: int, depth: float, trial: int) -> PasskeyPrompt:
-        if (length, depth, trial) not in prompts:
+    def prompt_for(length: int, trial: int) -> PasskeyPrompt:
+        if (length, trial) not in prompts:
+            depth = trial_depth(seed, length, trial, depths)
             key = passkey_key(seed, length, depth, trial)
-            prompts[(length, depth, trial)] = build_passkey_prompt(tokenizer, length, depth, key, haystack)
-        return prompts[(length, depth, trial)]
+            prompts[(length, trial)] = build_passkey_prompt(tokenizer, length, depth, key, haystack)
+        return prompts[(length, trial)]
 
-    prompt_for(min(lengths), depths[0], 0)  # a length too short for the prompt fails before any work
+    prompt_for(min(lengths), 0)  # a length too short for the prompt fails before any work
     records: list[PasskeyTrial] = []
     steps = Steps(progress, len(modes) * len(lengths))
     for mode in modes:
         for length in lengths:
-            name = f"{mode}: {len(depths) * trials} prompt(s) of {length} tokens"
-            cell = stores[mode].load(f"{mode}_{length}")
-            if cell is not None:
-                records += [PasskeyTrial(**r) for r in cell["records"]]
+            key = f"{mode}_{length}"
+            cell = stores[mode].load(key) or {}
+            kept = {int(r["trial"]): _reflag(PasskeyTrial(**r), flags) for r in cell.get("records", [])}
+            todo = [t for t in range(trials) if t not in kept]
+            name = f"{mode}: {trials} prompt(s) of {length} tokens"
+            if not todo:
+                records += [kept[t] for t in range(trials)]
                 steps.skip(name)
                 continue
-            start = time.perf_counter()
-            with steps.step(name):
-                done = _run_cell(
-                    model, tokenizer, mode, length, depths, trials, prompt_for, max_new_tokens, patches[mode]
+            save = _saver(stores[mode], key, kept, float(cell.get("seconds", 0.0)))
+            resumed = f" ({trials - len(todo)} kept)" if len(todo) < trials else ""
+            with steps.step(name + resumed):
+                _run_cell(
+                    model,
+                    tokenizer,
+                    mode,
+                    length,
+                    todo,
+                    prompt_for,
+                    max_new_tokens,
+                    patches[mode],
+                    flags,
+                    save,
                 )
-            stores[mode].save(
-                f"{mode}_{length}",
-                {"records": [asdict(r) for r in done]},
-                seconds=time.perf_counter() - start,
-            )
-            records += done
+            records += [kept[t] for t in range(trials)]
     return PasskeyResult(
         labels=modes,
         train_len=train_len,
         records=records,
         lengths=lengths,
-        depths=depths,
+        depths=[] if depths is None else depths,
         trials=trials,
         haystack=os.fspath(haystack),
+        n_global=n_global,
+        n_local=flags["n_local"],
+        seed=seed,
     )
 
 
-__all__ = ["PasskeyResult", "PasskeyTrial", "run_passkey", "top_k_label"]
+__all__ = ["DESCRIPTION", "PasskeyResult", "PasskeyTrial", "run_passkey", "top_k_label"]
