@@ -79,7 +79,7 @@ def make_decoding(labels=("baseline", "lambda")) -> DecodingResult:
 
 @pytest.fixture(scope="module")
 def seven():
-    results = analyze_all(make_comparison(n=256, train_len=64))
+    results = analyze_all([make_comparison(n=256, train_len=64, seed=s) for s in range(3)])
     assert len(results) == 4
     results.update(
         passkey=make_passkey({"baseline": 0, "lambda": 7}),
@@ -99,81 +99,60 @@ def test_report_renders_all_seven_kinds(seven):
         assert html.escape(result.description) in page
     n_figures = sum(len(r.figures()) for r in seven.values())
     assert page.count('class="lminf-figure"') == n_figures
-    findings_html = page[page.index('id="findings"') : page.index('id="key-figures"')]
-    for word in ("Passkey retrieval", "documents", "ms/token"):
-        assert word in findings_html
+    findings_html = page[page.index('id="findings"') : page.index('id="verdicts"')]
+    for result in seven.values():  # every result's own sentences, in section order
+        for line in result.findings():
+            assert html.escape(line) in findings_html
     table_html = page[page.index('id="key-figures"') : page.index('id="sec-')]
-    for cell in ('<td class="num">4100</td>', '<td class="num">1536</td>', '<td class="num">12</td>'):
-        assert cell in table_html  # context, capped_at and prompt counts as integers
+    for cell in ("<td>decode latency at 4100 tokens</td>", "<td>passkey accuracy beyond T</td>",
+                 '<td class="num">1536</td>', '<td class="num">[1536, ≥]</td>'):
+        assert cell in table_html  # whole numbers print as integers; a censored interval shows ≥
     assert "e+03" not in table_html and "4100.000" not in table_html
-    for unit in ("ms per token", "MB", "fraction correct", "tokens"):
-        assert f'<span class="unit">{unit}' in table_html
+    for unit in ("ms per token", "MB", "fraction"):
+        assert f"<td>{unit}</td>" in table_html
 
 
 def test_findings_say_what_the_evaluations_show(seven):
     lines = findings(seven)
-    passkey = next(line for line in lines if line.startswith("Passkey"))
-    assert passkey.startswith(
-        "Passkey retrieval beyond the training length (1024 tokens): baseline 0/9 correct (0%), LM-Infinite 7/9 (78%)"
+    assert (
+        "The baseline retrieves 3/3 needles within the training length (1024 tokens; Wilson 0.44-1.00) "
+        "and 0/9 beyond it (Wilson 0.00-0.30)." in lines
     )
-    docs = next(line for line in lines if line.startswith("Over "))
-    assert docs.startswith(
-        "Over 3 documents, mean loss at 1-2x the training length (1024 tokens): "
-        "baseline 2.00 nats (capped at 1536 tokens) vs 1.50 with LM-Infinite"
-    )
-    decoding = next(line for line in lines if "ms/token" in line)
-    assert decoding == (
-        "At 4100 tokens of context, LM-Infinite decodes in 9.5 ms/token with an 8.25 MB cache "
-        "vs 20 ms/token and 48 MB for the plain model."
-    )
+    assert any(line.startswith("LM-Infinite retrieves 3/3 needles") and "7/9 beyond it" in line for line in lines)
+    assert "The baseline was stopped at 1536 tokens, so its figures past T cover positions 1024..1536 only." in lines
+    decoding = [line for line in lines if "decodes at" in line]
+    assert decoding[1].startswith("LM-Infinite decodes at 9.5 (95% CI 9.5 to 9.5, n=4) ms per token; its KV cache")
+    assert "8 MB" in decoding[1] and "baseline: 20.0 ms, 48 MB; 4100 tokens" in decoding[1]
     assert not any(re.search(r"\d\.\d+e[+-]\d", line) or "4100.0" in line for line in lines)
-    # the outcomes first (loss, documents, passkey), decoding cost last
-    assert lines.index(docs) < lines.index(passkey) < lines.index(decoding) == len(lines) - 1
 
 
-def test_key_figures_keep_whole_numbers_as_integers(seven):
+def test_key_figures_are_estimates_with_intervals(seven):
     table = key_table({k: seven[k] for k in ("passkey", "documents", "decoding")})
-    by_key = {c.key: i for i, c in enumerate(table.columns)}
-    base = table.values["baseline"]
-    assert isinstance(base[by_key["context"]], int) and base[by_key["context"]] == 4100
-    assert isinstance(base[by_key["capped_at"]], int) and base[by_key["n_documents"]] == 3
-    assert np.isnan(table.values["lambda"][by_key["capped_at"]])  # not capped: n/a
-    assert {c.unit for c in table.columns if c.integer} <= {
-        "tokens",
-        "prompts",
-        "documents",
-        "tokens (n/a: full length)",
-    }
+    rows = {(e.section if hasattr(e, "section") else s, e.figure, e.label): e
+            for e, s in zip(table.rows, table.sections, strict=True)}
+    beyond = rows[("passkey", "passkey accuracy beyond T", "lambda")]
+    assert (beyond.estimate, beyond.n) == (pytest.approx(7 / 9), 9) and 0.45 < beyond.ci_low < beyond.ci_high < 0.95
+    fluent = rows[("documents", "fluent until", "baseline")]
+    assert fluent.estimate == 1536 and fluent.ci_high == float("inf")  # censored: the run was capped
     text = format_table(table)
-    assert "4100" in text and "1536" in text and "e+03" not in text
+    assert "[1536, ≥]" in text and "e+03" not in text and max(len(line) for line in text.splitlines()) <= 100
     assert fmt(1024) == "1024" and fmt(np.int64(7)) == "7" and fmt(0.5) == "0.500"
-    assert json.loads(json.dumps(table.to_dict()))["baseline"]["decoding.context"] == 4100
+    records = json.loads(json.dumps(table.to_records()))
+    assert {r["section"] for r in records} == {"passkey", "documents", "decoding"}
+    assert all({"figure", "label", "estimate", "ci_low", "ci_high", "n", "unit"} <= set(r) for r in records)
 
 
 def test_findings_edge_cases():
-    # every prompt within the training length: said so, with counts
     within = findings({"p": make_passkey({"baseline": 0, "lambda": 0}, lengths=(256, 512))})
     assert within == [
-        "Passkey retrieval within the training length (1024 tokens): baseline 6/6 correct (100%), "
-        "LM-Infinite 6/6 (100%); no prompt went past the training length."
+        "The baseline retrieves 6/6 needles within the training length (1024 tokens; Wilson 0.61-1.00).",
+        "LM-Infinite retrieves 6/6 needles within the training length (1024 tokens; Wilson 0.61-1.00).",
     ]
-    # the baseline stopped before the training length: no 1-2x figure, and the sentence says why
-    docs = findings({"d": make_documents(cap=512)})[0]
-    assert "LM-Infinite 1.50 nats" in docs and "capped at 512 tokens, before that range" in docs
-    # the baseline alone
+    docs = findings({"d": make_documents(cap=512)})
+    assert docs[0] == "The baseline was stopped at 512 tokens (before the training length: no figure past T for it)."
+    assert "Past T, the baseline: inconclusive" in docs[1]
     plain = findings({"d": make_decoding(labels=("baseline",))})
-    assert plain == ["At 4100 tokens of context, the plain model decodes in 20 ms/token with a 48 MB cache."]
-    # uncapped documents, window within the training length
-    short = DocumentPerplexityResult.build(
-        ["baseline", "lambda"],
-        4096,
-        512,
-        ["a"],
-        {m: np.full((1, 512), 2.0, np.float32) for m in ("baseline", "lambda")},
-    )
-    assert findings({"d": short}) == [
-        "Over 1 document, mean loss within the training length (4096 tokens): baseline 2.00 nats vs 2.00 with LM-Infinite."
-    ]
+    assert plain == ["The baseline decodes at 20.0 (95% CI 20.0 to 20.0, n=4) ms per token; its KV cache holds 48 MB."]
 
 
 # ---------------------------------------------------------------- diag report with extra sections
@@ -196,14 +175,14 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-TINY = ["--length", "64", "--n-local", "16", "--n-global", "2", "--train-len", "16"]
+TINY = ["--length", "64", "--n-local", "16", "--n-global", "2", "--train-len", "16", "--windows", "1"]
 
 
 def test_report_with_extra_sections_and_resume(capsys, tiny_folder, tmp_path):
     out = tmp_path / "rep"
     doc = tiny_folder.parent / "doc.txt"
     extras = ["--decode-contexts", "48", "--decode-steps", "4", "--docs", doc]
-    extras += ["--passkey-lengths", "64", "--passkey-depths", "0.5"]
+    extras += ["--passkey-lengths", "64", "--passkey-depths", "0.5", "--passkey-trials", "1"]
     code, stdout, err = run_cli(capsys, "report", "--model", tiny_folder, *extras, *TINY, "--out", out)
     assert code == 0, err
     page = (out / "report.html").read_text()
@@ -211,14 +190,12 @@ def test_report_with_extra_sections_and_resume(capsys, tiny_folder, tmp_path):
         assert f"<h2>{html.escape(title)}</h2>" in page
     assert "Attention entropy grows" in page  # the main analyses are still there
     text = html.unescape(page)
-    assert re.search(
-        r"Passkey retrieval beyond the training length \(16 tokens\): baseline \d/1 correct", text
-    )
-    assert "Over 1 document, mean loss at 1-2x the training length (16 tokens)" in text
-    assert re.search(r"At 52 tokens of context, LM-Infinite decodes in [\d.]+ ms/token", text)
-    assert "passkey >T" in stdout and "decode latency" in stdout
+    assert re.search(r"retrieves \d/1 needles beyond the training length \(16 tokens", text)
+    assert re.search(r"LM-Infinite decodes at [\d.]+ .*ms per token; its KV cache holds", text)
+    assert "passkey accuracy beyond T" in stdout and "decode latency" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert {"passkey", "documents", "decoding"} <= set(summary["sections"])
+    assert {k["section"] for k in summary["key_figures"]} >= {"passkey", "documents", "decoding", "entropy"}
     assert summary["meta"]["decode contexts"] == [48] and summary["meta"]["documents"] == ["doc"]
     steps = list(json.loads((out / RUN_FILE).read_text())["steps"])
     for step in ("passkey:lambda_64", "ppl:baseline_doc", "decode:baseline_48", "decode:lambda_48"):
@@ -226,7 +203,7 @@ def test_report_with_extra_sections_and_resume(capsys, tiny_folder, tmp_path):
 
     code, stdout, err = run_cli(capsys, "report", "--model", tiny_folder, *extras, *TINY, "--out", out)
     assert code == 0, err
-    assert "skipped finished steps trace:baseline, trace:lambda" in stdout
+    assert "skipped 2 finished capture step(s)" in stdout
     assert err.count("saved in the run folder, skipped") == 6  # 2 passkey, 2 documents, 2 decoding cells
     assert all(title in (out / "report.html").read_text() for title in EXTRA_TITLES)
 
@@ -236,7 +213,8 @@ def test_extra_options_are_off_by_default_and_documented(capsys):
     from lminf_diag.cli.report import extras_requested
 
     args = build_parser().parse_args(["report"])
-    assert extras_requested(args) == [] and args.passkey_depths == [0.0, 0.5, 1.0] and args.decode_steps == 16
+    assert extras_requested(args) == [] and args.passkey_depths is None and args.decode_steps == 16
+    assert args.passkey_trials == 50
     code, out, _ = run_cli(capsys, "report", "--help")
     assert code == 0
     for option in (

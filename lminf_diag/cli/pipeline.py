@@ -147,21 +147,23 @@ def load_replicate(run: RunDir) -> Any:
         grouped.setdefault(w, {})[label] = key
     if not grouped:
         raise InvalidArgumentError(f"{run.path} holds no finished trace yet; finish it by repeating its command.")
-    labels = list(grouped[min(grouped)])
-    complete = [w for w in sorted(grouped) if set(grouped[w]) == set(labels)]
+    common = set.intersection(*(set(g) for g in grouped.values()))  # labels every window finished
+    labels = [lab for lab in grouped[min(grouped)] if lab in common]
+    complete = sorted(grouped)
     return Replicate([{lab: run.load_trace(grouped[w][lab]) for lab in labels} for w in complete])
 
 
 def record_args(args: argparse.Namespace, stride: int) -> dict[str, Any]:
-    """The settings that define a run's traces (compared when a run folder is reopened)."""
+    """The settings that define a run's traces (compared when a run folder is reopened).
+
+    The run labels are not among them: each trace is stored under its label and window, so a
+    finished run folder takes another mode (an ablation) without --overwrite."""
     return {
         "model": args.model,
         "text": args.text,
         "windows": options.resolve_windows(args),
         "length": args.length,
         "repeat": args.repeat,
-        "baseline": "baseline" in options.labels(args),
-        "modes": [] if args.baseline_only else options.modes(args),
         "n_global": args.n_global,
         "n_local": args.n_local,
         "limit": args.limit,

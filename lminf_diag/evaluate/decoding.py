@@ -113,7 +113,7 @@ class DecodingResult(AnalysisResult):
         lines = []
         for lab in self.runs:
             t, m = est[(lab, "ms per token")], est[(lab, "MB")]
-            text = f"{sentence_start(display_name(lab))} decodes at {t.text(1)} ms per token with a {m.estimate:.0f} MB cache"
+            text = f"{sentence_start(display_name(lab))} decodes at {t.text(1)} ms per token; its KV cache holds {m.estimate:.0f} MB"
             if lab != "baseline" and base_t is not None and base_m is not None and base_m.estimate > 0:
                 text += f" (baseline: {base_t.estimate:.1f} ms, {base_m.estimate:.0f} MB; {t.figure.split(' at ')[1]})"
             lines.append(text + ".")
