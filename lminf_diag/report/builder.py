@@ -42,7 +42,7 @@ def as_results(results: Any) -> dict[str, Any]:
     """
     if isinstance(results, Mapping):
         items = [(str(k), v) for k, v in results.items()]
-    elif hasattr(results, "figures") and hasattr(results, "summary"):
+    elif hasattr(results, "figures") and not isinstance(results, (list, tuple)):
         items = [(getattr(results, "title", "") or "result", results)]
     elif isinstance(results, Iterable) and not isinstance(results, (str, bytes)):
         items = [(getattr(r, "title", "") or f"result-{i + 1}", r) for i, r in enumerate(results)]
