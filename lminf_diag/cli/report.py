@@ -63,7 +63,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         [
             "diag report                                     # smollm2-135m, 4 windows x 12288 tokens, lambda",
             "diag report --mode lambda --mode cap_only --recompute --control shuffled   # + ablation, references",
-            "diag report --train-len 1024 --length 2048      # a pretend-T null: nothing may be present",
+            "diag report --train-len 1024 --length 2048      # pretend-T null: factors 1-2 must not read present",
             "diag report runs/report-smollm2-135m-12288      # rebuild from a saved run",
             "diag report runs/a runs/b --out runs/a-vs-b     # several runs in one page",
             "diag report --passkey-lengths 4096,8192,16384 --passkey-depths 0,0.5,1   # + passkey retrieval",
