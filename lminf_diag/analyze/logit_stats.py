@@ -89,7 +89,7 @@ def window_logit_stats(trace: Trace, train_len: int) -> WindowLogitStats:
     """Both statistics at the pivots of `pair_anchors(train_len)` (T and T // 2)."""
     out = WindowLogitStats()
     every = attends_every_key(trace)
-    for pivot, (lo, _p, hi) in pair_anchors(train_len).items():
+    for pivot, (_lo, _p, hi) in pair_anchors(train_len).items():
         m = hi - pivot
         if every:
             value, heads, rows = paired_excess(trace, pivot, m)
@@ -98,7 +98,6 @@ def window_logit_stats(trace: Trace, train_len: int) -> WindowLogitStats:
                 out.head_paired, out.paired_rows = heads, rows
         else:
             out.paired[pivot] = float("nan")
-        del lo
         out.used[pivot] = used_shift(trace, pivot, m)
     return out
 

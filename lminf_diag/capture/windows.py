@@ -128,7 +128,7 @@ class Replicate:
 
     @property
     def train_len(self) -> int | None:
-        return common_train_len({f"{i}:{lab}": t for i, w in enumerate(self.windows) for lab, t in w.traces.items()})
+        return windows_train_len([w.traces for w in self.windows])
 
     def label(self, label: str) -> list[Trace]:
         """The traces of one label, one per window."""

@@ -263,33 +263,6 @@ def documents_section(args: argparse.Namespace, model: Any, tok: Any, info: Any,
     return result
 
 
-def _decode_cell(run: Any) -> dict[str, Any]:
-    return {
-        "prefill_tokens": run.prefill_tokens,
-        "prefill_seconds": run.prefill_seconds,
-        "context": run.context,
-        "step_seconds": run.step_seconds,
-        "cache_mb": run.cache_mb,
-        "tokens": run.tokens,
-    }
-
-
-def _decode_run(label: str, cell: dict[str, Any]) -> Any:
-    import numpy as np
-
-    from lminf_diag.evaluate.decoding import DecodingRun
-
-    return DecodingRun(
-        label,
-        int(cell["prefill_tokens"]),
-        float(cell["prefill_seconds"]),
-        np.asarray(cell["context"], dtype=np.int64),
-        np.asarray(cell["step_seconds"], dtype=np.float64),
-        np.asarray(cell["cache_mb"], dtype=np.float64),
-        [int(t) for t in cell.get("tokens", [])],
-    )
-
-
 def decoding_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, run: Any) -> Any:
     """Decode --decode-steps tokens after --decode-contexts tokens of --text, baseline and every mode.
 
@@ -300,7 +273,7 @@ def decoding_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, 
     from lminf_diag.cli.progress import Progress
     from lminf_diag.data import load_text, token_window
     from lminf_diag.evaluate.cells import CellStore, Steps
-    from lminf_diag.evaluate.decoding import DecodingResult, decode
+    from lminf_diag.evaluate.decoding import DecodingResult, DecodingRun, decode
     from lminf_diag.models.loader import model_name
 
     labels = options.labels(args)
@@ -323,7 +296,7 @@ def decoding_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, 
             key, name = f"{lab}_{n}", f"{lab}: decode {args.decode_steps} tokens after {n}"
             cell = store.load(key)
             if cell is not None:
-                runs[lab].append(_decode_run(lab, cell))
+                runs[lab].append(DecodingRun.from_cell(lab, cell))
                 steps.skip(name)
                 continue
             if ids is None:
@@ -331,7 +304,7 @@ def decoding_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, 
             start = time.perf_counter()
             with steps.step(name):
                 done = decode(model, ids, args.decode_steps, patch=patch, label=lab)
-            store.save(key, _decode_cell(done), seconds=time.perf_counter() - start)
+            store.save(key, done.to_cell(), seconds=time.perf_counter() - start)
             runs[lab].append(done)
     return DecodingResult(labels=labels, train_len=info.train_len, runs=runs)
 

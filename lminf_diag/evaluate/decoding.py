@@ -39,6 +39,18 @@ class DecodingRun:
     cache_mb: np.ndarray  # (S,)
     tokens: list[int] = field(default_factory=list)
 
+    def to_cell(self) -> dict:
+        """The run as a JSON-safe dict (a resumable cell); `from_cell` reads it back."""
+        return {"prefill_tokens": self.prefill_tokens, "prefill_seconds": self.prefill_seconds,
+                "context": self.context, "step_seconds": self.step_seconds, "cache_mb": self.cache_mb,
+                "tokens": self.tokens}
+
+    @classmethod
+    def from_cell(cls, label: str, cell: dict) -> DecodingRun:
+        return cls(label, int(cell["prefill_tokens"]), float(cell["prefill_seconds"]),
+                   np.asarray(cell["context"], dtype=np.int64), np.asarray(cell["step_seconds"], dtype=np.float64),
+                   np.asarray(cell["cache_mb"], dtype=np.float64), [int(t) for t in cell.get("tokens", [])])
+
     @property
     def ms_per_token(self) -> float:
         return float(np.median(self.step_seconds) * 1000) if len(self.step_seconds) else float("nan")

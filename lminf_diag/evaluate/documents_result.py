@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 
 from lminf_diag.analyze.base import downsample_index, label_colors, line_figure, mark_train_len
 from lminf_diag.analyze.fluency import BINS_PER_OCTAVE, SUSTAIN, TOLERANCE
+from lminf_diag.analyze.forest import rgba
 from lminf_diag.analyze.loss import LossResult, spoken
 from lminf_diag.analyze.names import sentence_start
 from lminf_diag.analyze.perplexity import moving_average
@@ -41,11 +42,6 @@ DESCRIPTION = (
     "log-spaced bins run to the end of the window. A model that breaks down past its training length "
     "(dashed line) shows the loss rising there; a working fix keeps it level."
 )
-
-
-def _hex_rgba(color: str, alpha: float) -> str:
-    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
 
 
 def _range_mean(nll: np.ndarray, lo: int, hi: int) -> float:
@@ -210,7 +206,7 @@ class DocumentPerplexityResult(LossResult):
                     y=self.lo[m][idx],
                     name=f"{m} 10%",
                     fill="tonexty",
-                    fillcolor=_hex_rgba(c, 0.18),
+                    fillcolor=rgba(c, 0.18),
                     **band,
                 )
             )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ def recompute_windows(
             loaded.append(load())
         model, windows, train_len = loaded[0]
         t0 = time.perf_counter()
-        ctx = steps.step(name) if steps is not None else _null()
+        ctx = steps.step(name) if steps is not None else nullcontext()
         with ctx:
             res = recompute_nll(model, windows[w][1], train_len, stride)
         info = {k: getattr(res, k) for k in ("train_len", "stride", "context", "context_min", "context_max",
@@ -83,14 +84,6 @@ def shuffled_ids(tokenizer: Any, ids: Any, seed: int) -> Any:
     order = np.random.default_rng(seed).permutation(len(units))
     joined = ("\n\n" if len(paragraphs(text)) >= 2 else " ").join(units[i] for i in order)
     return token_window(tokenizer, joined, n, repeat=True)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 __all__ = ["recompute_windows", "shuffled_ids"]
