@@ -18,6 +18,7 @@ from .capture.recorder import capture  # noqa: E402
 from .capture.trace import Trace, TraceMeta  # noqa: E402
 from .capture.windows import Replicate, plan_windows  # noqa: E402
 from .models import load_model, model_info  # noqa: E402
+from .lab import registry as _lab_registry  # noqa: E402,F401  (the lab registers its lab-* names)
 from .patch import current_spec, lm_infinite, patch, unpatch  # noqa: E402
 
 

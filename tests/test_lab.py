@@ -14,12 +14,12 @@ import torch
 
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.lab.copy_task import copy_gain, copy_sequences
+from lminf_diag.lab.registry import lab_available, lab_folder
 from lminf_diag.lab.run import loss_result
 from lminf_diag.lab.specs import LAB_SPECS, TrainSettings, lab_names, lab_spec
 from lminf_diag.lab.tokenizer import byte_tokenizer, encode_bytes
 from lminf_diag.lab.train import EXACT_STEPS, train_model, weights_digest
 from lminf_diag.models import load_model, model_info
-from lminf_diag.models.lab import lab_available, lab_folder
 
 from . import reference
 from .tiny import rope_info
@@ -126,10 +126,7 @@ def test_shipped_model_loads_with_its_scheme_and_training_length(name):
     model, tok = load_model(name)
     info = model_info(model)
     assert info.train_len == 128 and info.train_len_source == "lminf_diag.json"
-    assert (
-        info.position
-        == {"lab-rope": "rope", "lab-alibi": "alibi", "lab-partial": "rope_partial", "lab-nope": "none"}[name]
-    )
+    assert info.position == lab_spec(name).scheme
     assert (
         tok.decode(tok("The pass key is 4711.", add_special_tokens=False)["input_ids"])
         == "The pass key is 4711."
@@ -141,12 +138,13 @@ def test_shipped_model_loads_with_its_scheme_and_training_length(name):
 
 
 @SHIPPED
-@pytest.mark.parametrize("name", lab_names())
+@pytest.mark.parametrize("name", ["lab-rope", "lab-alibi-s1", "lab-partial-s2", "lab-nope"])
 def test_retraining_reproduces_the_recorded_first_steps(name):
     """The card's re-create command: the first steps of a re-run match the recorded losses."""
     meta = json.loads((lab_folder(name) / "lminf_diag.json").read_text())
     s = meta["settings"]
-    settings = TrainSettings(**{**s, "books": tuple(s["books"])})
+    assert s["seed"] == lab_spec(name).seed
+    settings = TrainSettings(**{**s, "books": tuple(s["books"]), "repeat_span": tuple(s["repeat_span"])})
     run = train_model(lab_spec(name), settings, stop_after=EXACT_STEPS)
     assert np.allclose(run.losses, meta["first_losses"], atol=1e-4), (
         run.losses[:3],
@@ -154,8 +152,51 @@ def test_retraining_reproduces_the_recorded_first_steps(name):
     )
 
 
-def test_lab_specs_cover_four_schemes():
-    assert sorted(s.scheme for s in LAB_SPECS) == ["alibi", "none", "rope", "rope_partial"]
+def test_lab_specs_cover_four_schemes_three_seeds_one_block():
+    assert sorted({s.scheme for s in LAB_SPECS}) == ["alibi", "none", "rope", "rope_partial"]
+    for scheme in ("alibi", "none", "rope", "rope_partial"):
+        assert sorted(s.seed for s in LAB_SPECS if s.scheme == scheme) == [0, 1, 2]
+    # the three rotary variants are one model class; only rotary_pct differs
+    neox = {s.scheme: s.options.get("rotary_pct") for s in LAB_SPECS if s.model_class == "GPTNeoXForCausalLM"}
+    assert neox == {"rope": 1.0, "rope_partial": 0.25, "none": 0.0}
+
+
+def test_training_repeats_copy_a_span_later_in_the_sequence():
+    """Each chosen sequence gets one span copied to a later, non-overlapping place; the rest is untouched."""
+    from lminf_diag.lab.train import with_repeats
+
+    batch = torch.arange(4 * 128).reshape(4, 128)  # all ids distinct: a copy is visible as a repeat
+    out = with_repeats(batch, TrainSettings(repeat_fraction=1.0), torch.Generator().manual_seed(3))
+    for row, orig in zip(out.tolist(), batch.tolist(), strict=True):
+        changed = [i for i in range(128) if row[i] != orig[i]]
+        assert 8 <= len(changed) <= 32 and changed == list(range(changed[0], changed[-1] + 1))
+        b, k = changed[0], len(changed)
+        a = orig.index(row[b])
+        assert row[b : b + k] == orig[a : a + k] and a + k <= b  # a verbatim earlier span, not overlapping
+    same = with_repeats(batch, TrainSettings(repeat_fraction=0.0), torch.Generator().manual_seed(3))
+    assert torch.equal(same, batch)
+
+
+def test_scheme_figures_average_seeds_and_verdicts_need_every_seed():
+    """Hand-computed: three seeds' estimates -> their mean with a t interval over seeds (n = 3); the
+    verdict holds only when all seeds reach it."""
+    from scipy import stats
+
+    from lminf_diag.analyze.estimate import Estimate, Verdict
+    from lminf_diag.lab.seeds import across_seeds, consensus
+
+    vals = [0.5, 0.9, 0.7]
+    figs = [Estimate("f", f"{m} 8xT:baseline", v, v - 0.1, v + 0.1, 16, "u") for m, v in
+            zip(["lab-rope", "lab-rope-s1", "lab-rope-s2"], vals, strict=True)]
+    (e,) = across_seeds(figs)
+    half = stats.t.ppf(0.975, 2) * np.std(vals, ddof=1) / np.sqrt(3)
+    assert e.label == "lab-rope 8xT:baseline" and e.n == 3
+    assert e.estimate == pytest.approx(0.7) and e.ci_high - e.estimate == pytest.approx(half)
+    agree = [Verdict("entropy_growth", f"{m}:lambda", "absent") for m in ["lab-nope", "lab-nope-s1"]]
+    mixed = [Verdict("entropy_growth", f"{m}:baseline", w) for m, w in [("lab-nope", "present"),
+                                                                        ("lab-nope-s1", "absent")]]
+    got = {v.label: v.verdict for v in consensus(agree + mixed)}
+    assert got == {"lab-nope:lambda": "absent", "lab-nope:baseline": "inconclusive"}
 
 
 def test_diag_lab_rejects_unknown_model(capsys):
@@ -168,6 +209,8 @@ def test_diag_lab_rejects_unknown_model(capsys):
 ROPE_ARGS = [
     "--models",
     "lab-rope",
+    "--seeds",
+    "1",
     "--multiples",
     "4",
     "--windows",

@@ -59,7 +59,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         nargs="+",
         choices=lab_names(),
         default=list(d.models),
-        help="lab models to run (default all four)",
+        help="lab models to run (default the four schemes); a seed-0 name such as lab-rope runs its "
+        "first --seeds seeds, a seeded name such as lab-rope-s1 runs that model only",
+    )
+    g.add_argument(
+        "--seeds",
+        type=options.bounded_int(1, "seeds"),
+        default=d.seeds,
+        help=f"training seeds per scheme (default {d.seeds}, the most shipped): a scheme's verdict "
+        "holds only when every seed agrees",
     )
     g.add_argument(
         "--multiples",
@@ -124,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     settings = LabSettings(
         models=tuple(dict.fromkeys(args.models)),
+        seeds=args.seeds,
         multiples=tuple(args.multiples),
         fluency_multiple=args.fluency_multiple,
         text=args.text,

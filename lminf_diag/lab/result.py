@@ -37,10 +37,10 @@ SCHEME_WORDS = {
     "none": "no position encoding",
 }
 BLOCKS = {
-    "rope": "Llama block",
-    "alibi": "Bloom block",
-    "rope_partial": "GPT-NeoX block",
-    "none": "GPT-NeoX block",
+    "rope": "GPT-NeoX",
+    "alibi": "Bloom, the same block",
+    "rope_partial": "GPT-NeoX",
+    "none": "GPT-NeoX",
 }
 COPY_MARGIN = 0.1  # nats per token: a copy gain below this is "no use of the string at distance d"
 
@@ -134,13 +134,12 @@ class LabResult(AnalysisResult):
     settings: dict[str, Any] = field(default_factory=dict)
     title: str = "Position schemes compared: the lab models"
     description: str = (
-        "Four small byte-level models, one per position scheme (RoPE, ALiBi, partial RoPE, none), trained by "
-        "this toolkit at T = 128 bytes, read on a book they never saw, plain and with LM-Infinite "
-        "(n_local = T). Every figure is an estimate over K windows; labels read 'model length:run'. "
-        "Limits: one training seed per scheme; the schemes are not in one block class (RoPE is a Llama "
-        "block, ALiBi a Bloom block, partial and no rotary GPT-NeoX blocks), so a difference between "
-        "schemes may come from the block; the models are small (0.8M parameters, 1000 steps) and near "
-        "trigram level."
+        "Small byte-level models, one per position scheme (RoPE, ALiBi, partial RoPE, none), each trained "
+        "with several seeds by this toolkit at T = 128 bytes in one block (pre-LayerNorm, GELU MLP; GPT-NeoX, "
+        "and Bloom for ALiBi), read on a book they never saw, plain and with LM-Infinite (n_local = T). "
+        "Each seed's figure is a mean over K windows; a scheme's figure is the mean over its seeds with an "
+        "interval between seeds, and its verdict holds only when every seed agrees. Labels read "
+        "'scheme length:run'. Limits: the models are small (0.8M parameters, 1000 steps)."
     )
 
     def models(self) -> list[str]:
@@ -155,7 +154,21 @@ class LabResult(AnalysisResult):
         return ""
 
     def key_figures(self) -> list[Estimate]:
-        """Every cell's declared figures, then the loss passes', then the copy gains (labels prefixed)."""
+        """Per scheme, the mean over its seeds of every per-seed figure, with an interval between seeds."""
+        from lminf_diag.lab.seeds import across_seeds
+
+        return across_seeds(self.per_seed_figures())
+
+    def verdicts(self) -> list[Verdict]:
+        """Per scheme, the seeds' consensus: a verdict holds only when every seed reached it."""
+        from lminf_diag.lab.seeds import consensus
+
+        return consensus(self.per_seed_verdicts())
+
+    def per_seed_figures(self) -> list[Estimate]:
+        """Every cell's declared figures, then the loss passes' and context gains, then the copy gains."""
+        from lminf_diag.lab.seeds import context_gain
+
         out = [
             replace(e, label=lab_label(c.model, c.multiple, e.label))
             for c in self.cells
@@ -163,11 +176,13 @@ class LabResult(AnalysisResult):
         ]
         for f in self.fluency:
             out += [replace(e, label=lab_label(f.model, f.multiple, e.label)) for e in f.result.key_figures()]
+            if "baseline" in f.nll:
+                out.append(context_gain(f.nll["baseline"], f.train_len, lab_label(f.model, None, "baseline")))
         for c in self.copy:
             out += [e for e, _, _ in c.estimates(COPY_MARGIN)]
         return out
 
-    def verdicts(self) -> list[Verdict]:
+    def per_seed_verdicts(self) -> list[Verdict]:
         """The analyzers' verdicts per model and length (labels prefixed), then the loss passes'."""
         out = [
             replace(v, label=lab_label(c.model, c.multiple, v.label)) for c in self.cells for v in c.verdicts

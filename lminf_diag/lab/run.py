@@ -31,7 +31,7 @@ import numpy as np
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.lab.copy_task import CopyCell, run_copy_task
 from lminf_diag.lab.result import LabCell, LabFluency, LabResult
-from lminf_diag.lab.specs import HELD_OUT_BOOK, lab_names, lab_spec
+from lminf_diag.lab.specs import HELD_OUT_BOOK, LAB_SPECS, SEEDS, lab_names, lab_spec, scheme_names
 
 LABELS = ("baseline", "lambda")
 
@@ -40,7 +40,8 @@ LABELS = ("baseline", "lambda")
 class LabSettings:
     """What `run_lab` runs: which models, at which multiples of T, over how many windows."""
 
-    models: tuple[str, ...] = tuple(lab_names())
+    models: tuple[str, ...] = tuple(scheme_names())  # a seed-0 name stands for its first `seeds` seeds
+    seeds: int = SEEDS  # training seeds per scheme: a scheme's verdict must hold for each
     multiples: tuple[int, ...] = (8, 32)
     fluency_multiple: int = 64  # the loss pass reads this many x T tokens
     windows: int = 16  # independent windows per cell (and per loss pass)
@@ -57,6 +58,8 @@ class LabSettings:
             lab_spec(name)
         if not self.models:
             raise InvalidArgumentError("no lab model given; the lab has: " + ", ".join(lab_names()))
+        if not 1 <= self.seeds <= SEEDS:
+            raise InvalidArgumentError(f"seeds {self.seeds}: the lab ships 1 to {SEEDS} seeds per scheme")
         if not self.multiples or any(int(m) < 2 for m in self.multiples):
             raise InvalidArgumentError(f"multiples {self.multiples}: give at least one, each >= 2 (x T)")
         if self.fluency_multiple < 2:
@@ -73,6 +76,21 @@ class LabSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def run_models(self) -> list[str]:
+        """The models to run: each seed-0 name with its other seeds (up to `seeds`), in order.
+
+        >>> LabSettings(models=("lab-rope", "lab-nope-s2"), seeds=2).run_models()
+        ['lab-rope', 'lab-rope-s1', 'lab-nope-s2']
+        """
+        out: list[str] = []
+        for name in self.models:
+            spec = lab_spec(name)
+            if spec.seed:
+                out.append(name)
+            else:
+                out += [s.name for s in LAB_SPECS if s.base == name and s.seed < self.seeds]
+        return list(dict.fromkeys(out))
 
     def copy_tokens(self, train_len: int) -> list[int]:
         """The copy distances in tokens (at least the string's length), sorted, unique.
@@ -214,7 +232,8 @@ def run_lab(settings: LabSettings = LabSettings(), run_dir: Any = None, progress
     )
     multiples = sorted({int(m) for m in s.multiples})
     per_model = len(multiples) + 1 + (1 if s.copy_trials else 0)
-    steps = Steps(progress, len(s.models) * per_model)
+    models = s.run_models()
+    steps = Steps(progress, len(models) * per_model)
     result = LabResult(settings=s.to_dict())
     loaded: tuple[str, Any, Any, int] | None = None
 
@@ -225,7 +244,7 @@ def run_lab(settings: LabSettings = LabSettings(), run_dir: Any = None, progress
         return loaded[1], loaded[2], loaded[3]
 
     train_lens = set()
-    for name in s.models:
+    for name in models:
         scheme = lab_spec(name).scheme
         T = None
         for m in multiples:

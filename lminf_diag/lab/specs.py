@@ -1,26 +1,32 @@
-"""The lab: four small causal LMs, one per position-encoding scheme, and how they are trained.
+"""The lab: small causal LMs, one per position-encoding scheme and seed, and how they are trained.
 
-All four share width, depth, heads, vocabulary (bytes), data and schedule, so the scheme is the
-only thing that differs between them (plus the block layout the model class brings: Llama uses
-RMSNorm and a gated MLP, GPT-NeoX and Bloom LayerNorm and a plain MLP).
+All share width, depth, heads, vocabulary (bytes), data, schedule and block class: a pre-LayerNorm
+block with a plain GELU MLP (4x width) and sequential residuals. Three schemes are one model class,
+GPT-NeoX, differing only in ``rotary_pct``; ALiBi is not available in GPT-NeoX, so it uses Bloom,
+whose block is the same (pre-LayerNorm, GELU MLP 4x, sequential residuals) plus a LayerNorm on
+the embeddings. The scheme is thus the only thing that differs between them.
 
 | name | model class | position scheme |
 |---|---|---|
-| ``lab-rope`` | Llama | RoPE on the whole head |
+| ``lab-rope`` | GPT-NeoX | RoPE on the whole head (``rotary_pct=1``) |
 | ``lab-alibi`` | Bloom | ALiBi linear biases |
-| ``lab-partial`` | GPT-NeoX | RoPE on a quarter of each head |
+| ``lab-partial`` | GPT-NeoX | RoPE on a quarter of each head (``rotary_pct=0.25``) |
 | ``lab-nope`` | GPT-NeoX | none (``rotary_pct=0``): position only from the causal mask |
 
+Each scheme is trained with ``SEEDS`` seeds (initialisation and data order): ``lab-rope`` is
+seed 0, ``lab-rope-s1`` and ``lab-rope-s2`` the others. A lab run replicates over seeds, so a
+reading is a property of the scheme, not of one training run.
+
 Example:
-    >>> [s.name for s in LAB_SPECS]
+    >>> [s.name for s in LAB_SPECS if s.seed == 0]
     ['lab-rope', 'lab-alibi', 'lab-partial', 'lab-nope']
-    >>> lab_spec("lab-rope").build().config.model_type
-    'llama'
+    >>> lab_spec("lab-rope-s2").seed, lab_spec("lab-rope").build().config.model_type
+    (2, 'gpt_neox')
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from lminf_diag.errors import InvalidArgumentError
@@ -44,11 +50,14 @@ class TrainSettings:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 2  # CPU threads: part of what makes a re-run bit-identical
+    repeat_fraction: float = 0.5  # share of sequences in which one span of the text recurs later
+    repeat_span: tuple[int, int] = (8, 32)  # bytes of the recurring span (min, max)
     books: tuple[str, ...] = TRAIN_BOOKS
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["books"] = list(self.books)
+        data["repeat_span"] = list(self.repeat_span)
         return data
 
 
@@ -71,6 +80,12 @@ class LabSpec:
     model_class: str
     description: str
     options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # initialisation and data order; the lab replicates schemes over seeds
+
+    @property
+    def base(self) -> str:
+        """The seed-0 name of this scheme (``lab-rope`` for ``lab-rope-s2``)."""
+        return self.name.split("-s")[0] if self.seed else self.name
 
     def config(self, shape: Shape = Shape(), train_len: int = TrainSettings.train_len) -> Any:
         """The transformers config of this model (ordinary model class, byte vocabulary)."""
@@ -101,9 +116,12 @@ class LabSpec:
         return cls(self.config(shape, train_len))
 
 
-LAB_SPECS: tuple[LabSpec, ...] = (
-    LabSpec("lab-rope", "rope", "LlamaForCausalLM", "Llama with RoPE on the whole head (theta 10000)",
-            {"rope_theta": 10000.0}),
+SEEDS = 3  # training seeds per scheme
+
+_SCHEMES: tuple[LabSpec, ...] = (
+    LabSpec("lab-rope", "rope", "GPTNeoXForCausalLM",
+            "GPT-NeoX with RoPE on the whole head (rotary_pct 1, theta 10000)",
+            {"rotary_pct": 1.0, "rope_theta": 10000.0}),
     LabSpec("lab-alibi", "alibi", "BloomForCausalLM", "Bloom with ALiBi linear attention biases"),
     LabSpec("lab-partial", "rope_partial", "GPTNeoXForCausalLM",
             "GPT-NeoX with RoPE on a quarter of each head (rotary_pct 0.25)", {"rotary_pct": 0.25}),
@@ -112,14 +130,28 @@ LAB_SPECS: tuple[LabSpec, ...] = (
             {"rotary_pct": 0.0}),
 )
 
+LAB_SPECS: tuple[LabSpec, ...] = tuple(
+    spec if seed == 0 else replace(spec, name=f"{spec.name}-s{seed}", seed=seed)
+    for spec in _SCHEMES for seed in range(SEEDS)
+)
+
 
 def lab_names() -> list[str]:
-    """The lab model names in a fixed order.
+    """The lab model names (every scheme and seed) in a fixed order.
 
-    >>> lab_names()[0]
-    'lab-rope'
+    >>> lab_names()[:3]
+    ['lab-rope', 'lab-rope-s1', 'lab-rope-s2']
     """
     return [s.name for s in LAB_SPECS]
+
+
+def scheme_names() -> list[str]:
+    """The seed-0 name of each scheme, in a fixed order.
+
+    >>> scheme_names()
+    ['lab-rope', 'lab-alibi', 'lab-partial', 'lab-nope']
+    """
+    return [s.name for s in _SCHEMES]
 
 
 def lab_spec(name: str) -> LabSpec:

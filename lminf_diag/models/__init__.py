@@ -6,7 +6,6 @@ Example:
     'interface'
 """
 
-from lminf_diag.models import lab as _lab  # noqa: F401  (registers the lab-* names)
 from lminf_diag.models.embedded import EMBEDDED, EmbeddedModel, cache_dir, embedded_path, register_embedded
 from lminf_diag.models.families import FamilySpec, family_of, find_family, supported_families
 from lminf_diag.models.info import ModelInfo, model_info

@@ -1,4 +1,5 @@
-"""The lab models (``lab-rope``, ``lab-alibi``, ``lab-partial``, ``lab-nope``) as embedded names.
+"""The lab registers its models (``lab-rope``, ``lab-alibi``, ``lab-partial``, ``lab-nope`` and
+their other seeds) as embedded names: importing this module (the package does) adds them.
 
 Their weights ship inside the package (``lminf_diag/lab/weights/<name>/``, a few MB each), so
 ``load_model("lab-rope")`` needs no conversion and no network. See ``lminf_diag.lab`` for how
@@ -47,7 +48,7 @@ def _builder(name: str):
 for _spec in LAB_SPECS:
     register_embedded(
         _spec.name,
-        f"lab model: {_spec.description}; bytes, 0.8 M parameters, trained here at "
+        f"lab model: {_spec.description}; seed {_spec.seed}; bytes, 0.8 M parameters, trained here at "
         f"{TrainSettings.train_len} tokens",
         _builder(_spec.name),
         shipped=True,
