@@ -119,6 +119,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=d.tolerance,
         help=f"fluent = loss at most (1 + tolerance) x the in-range loss (default {d.tolerance})",
     )
+    g = p.add_argument_group("parallel")
+    g.add_argument("--workers", type=options.bounded_int(1, "workers"), default=1,
+                   help="run the lab's independent units (cells, loss passes, copy tasks) in N local "
+                   "processes, the cores shared among them (default 1: serial); same files, same resume")
+    g.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the units as Ray tasks on this cluster ('auto', 'local' or ray://host:port; "
+                   "needs the optional 'ray' extra), one GPU per task where the cluster has GPUs")
     options.add_output_options(p)
     return p
 
@@ -147,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir(out, {"task": VERB, **settings.to_dict()}, overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     options.seed_everything(args.seed)
-    result = run_lab(settings, run_dir=run_dir, progress=Progress)
+    result = run_lab(settings, run_dir=run_dir, progress=Progress, workers=args.workers, ray_address=args.ray)
     run_dir.start()
     meta = {
         "command": VERB,

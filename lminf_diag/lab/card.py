@@ -19,16 +19,17 @@ def model_card(meta: dict[str, Any]) -> str:
     books = ", ".join(s.get("books", []))
     return f"""# {meta.get("name")}
 
-{meta.get("description", "")}. One of the four lminf_diag lab models: small causal LMs trained by
-the toolkit itself at a short training length, so the out-of-distribution factors past the
-training length can be reproduced and compared across position-encoding schemes in seconds.
+{meta.get("description", "")}, seed {s.get("seed")}. One of the lminf_diag lab models (four
+position schemes, three seeds each): small causal LMs trained by the toolkit itself at a short
+training length, so the out-of-distribution factors past the training length can be reproduced
+and compared across position-encoding schemes in seconds.
 
 | | |
 |---|---|
 | architecture | `{meta.get("model_class")}`, {meta.get("n_params", "?")} parameters, scheme `{meta.get("scheme")}` |
 | vocabulary | bytes (257 ids: 0-255 and `<|endoftext|>`) |
 | training length | {meta.get("train_len")} tokens (bytes) |
-| data | {books} (bundled public-domain books); held out: {meta.get("held_out_book")} |
+| data | {books} (bundled public-domain books); held out: {meta.get("held_out_book")}; in {s.get("repeat_fraction")} of the sequences one span of {s.get("repeat_span")} bytes recurs later in the sequence, so that context is worth using |
 | recipe | {s.get("steps")} steps x {s.get("batch_size")} sequences, AdamW lr {s.get("lr")} (warm-up {s.get("warmup")}, cosine), weight decay {s.get("weight_decay")}, clip {s.get("grad_clip")}, seed {s.get("seed")}, {s.get("threads")} CPU threads, float32 |
 | final training loss | {meta.get("final_loss")} nats/byte (mean of the last 50 steps) |
 | held-out loss | {meta.get("held_out_nll")} nats/byte at the training length |

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -199,142 +200,154 @@ def _loss_pass(model: Any, tok: Any, T: int, s: LabSettings) -> tuple[np.ndarray
     return out, [f"{w.text}@{w.offset}" for w, _ in windows], _repeated(windows)
 
 
+_LOADED: dict[str, tuple[Any, Any, int]] = {}  # one model kept per process (a worker's units reuse it)
+
+
 def _load(name: str) -> tuple[Any, Any, int]:
     from lminf_diag.models import load_model, model_info
 
-    model, tok = load_model(name)
-    return model, tok, int(model_info(model).train_len)
+    if name not in _LOADED:
+        _LOADED.clear()
+        model, tok = load_model(name)
+        _LOADED[name] = (model, tok, int(model_info(model).train_len))
+    return _LOADED[name]
 
 
-def run_lab(settings: LabSettings = LabSettings(), run_dir: Any = None, progress: Any = None) -> LabResult:
+def unit_cell(name: str, m: int, s: LabSettings) -> dict[str, Any]:
+    """One (model, multiple) cell, computed: its record (a unit of work; runs in any process)."""
+    t0 = time.perf_counter()
+    model, tok, T = _load(name)
+    cell = _cell(model, tok, name, T, m, s)
+    return {"record": {**cell.to_record(), "train_len": T}, "array": None, "seconds": time.perf_counter() - t0}
+
+
+def unit_loss(name: str, s: LabSettings) -> dict[str, Any]:
+    """One model's loss pass, computed (a unit of work)."""
+    t0 = time.perf_counter()
+    model, tok, T = _load(name)
+    arr, sources, repeated = _loss_pass(model, tok, T, s)
+    rec = {"sources": sources, "repeated": repeated, "train_len": T}
+    return {"record": rec, "array": arr, "seconds": time.perf_counter() - t0}
+
+
+def unit_copy(name: str, s: LabSettings) -> dict[str, Any]:
+    """One model's copy task, computed (a unit of work)."""
+    from lminf_diag.data import load_text
+
+    t0 = time.perf_counter()
+    model, _, T = _load(name)
+    dists = s.copy_tokens(T)
+    text = load_text(s.text)[0].encode("utf-8")
+    cell = run_copy_task(model, name, lab_spec(name).scheme, T, text, distances=dists,
+                         trials=s.copy_trials, length=s.copy_length, n_global=s.n_global)
+    arr = np.stack([np.stack([cell.gain[lab], cell.first_copy[lab]]) for lab in LABELS])  # (2, 2, D, K)
+    return {"record": {"distances": dists, "train_len": T}, "array": arr, "seconds": time.perf_counter() - t0}
+
+
+def _stores(s: LabSettings, run_dir: Any) -> dict[str, Any]:
+    from lminf_diag.evaluate.cells import CellStore
+
+    common = {"text": s.text, "windows": s.windows, "n_global": s.n_global}
+    copy = {"text": s.text, "n_global": s.n_global, "trials": s.copy_trials,
+            "distances": list(s.copy_distances), "length": s.copy_length}
+    return {
+        "cell": CellStore(run_dir, "lab", common),
+        "loss": CellStore(run_dir, "lab-loss", {**common, "fluency_multiple": s.fluency_multiple}),
+        "copy": CellStore(run_dir, "lab-copy", copy),
+    }
+
+
+def _units(s: LabSettings, models: list[str]) -> list[tuple[str, str, str, Any]]:
+    """(store, key, description, Unit) for every unit of the lab, in serial order."""
+    from lminf_diag.parallel import Unit
+
+    out = []
+    for name in models:
+        for m in sorted({int(m) for m in s.multiples}):
+            out.append(("cell", f"{name}/{m}x", f"{name}: {s.windows} windows at {m}x T, plain and LM-Infinite",
+                        Unit(f"{name}/{m}x", unit_cell, (name, m, s))))
+        out.append(("loss", f"{name}/loss", f"{name}: loss at every position to {s.fluency_multiple}x T, "
+                    f"{s.windows} windows", Unit(f"{name}/loss", unit_loss, (name, s))))
+        if s.copy_trials:
+            out.append(("copy", f"{name}/copy", f"{name}: copy task, {s.copy_trials} trials per distance",
+                        Unit(f"{name}/copy", unit_copy, (name, s))))
+    return out
+
+
+def run_lab(settings: LabSettings = LabSettings(), run_dir: Any = None, progress: Any = None,
+            workers: int = 1, ray_address: str | None = None) -> LabResult:
     """Every (model, multiple) cell, each model's loss pass and copy task; a `LabResult`.
 
     `run_dir`: a `RunDir` or folder keeping finished cells (resume, cell by cell); `progress`: a
     factory such as `lminf_diag.cli.progress.Progress` (called with the number of steps).
+    `workers` > 1 runs the missing units in that many local processes, `ray_address` as Ray
+    tasks (`lminf_diag.parallel`); finished units are saved here as they arrive, the same files
+    a serial run writes.
     """
-    from lminf_diag.evaluate.cells import CellStore, Steps
+    from lminf_diag.evaluate.cells import Steps
+    from lminf_diag.parallel import check_workers, run_units
 
     settings.check()
+    check_workers(workers, ray_address)
+    if run_dir is None:  # units still pass through files (a worker's result is saved, then read back)
+        with tempfile.TemporaryDirectory(prefix="lminf-lab-") as tmp:
+            return run_lab(settings, tmp, progress, workers, ray_address)
     s = settings
-    common = {"text": s.text, "windows": s.windows, "n_global": s.n_global}
-    cells_store = CellStore(run_dir, "lab", common)
-    loss_store = CellStore(run_dir, "lab-loss", {**common, "fluency_multiple": s.fluency_multiple})
-    copy_store = CellStore(
-        run_dir,
-        "lab-copy",
-        {
-            "text": s.text,
-            "n_global": s.n_global,
-            "trials": s.copy_trials,
-            "distances": list(s.copy_distances),
-            "length": s.copy_length,
-        },
-    )
-    multiples = sorted({int(m) for m in s.multiples})
-    per_model = len(multiples) + 1 + (1 if s.copy_trials else 0)
+    stores = _stores(s, run_dir)
     models = s.run_models()
-    steps = Steps(progress, len(models) * per_model)
+    plan = _units(s, models)
+    steps = Steps(progress, len(plan))
+    todo, what = [], {}
+    for store, key, desc, unit in plan:
+        if stores[store].load(key) is None:
+            todo.append(unit)
+            what[key] = (store, desc)
+        else:
+            steps.skip(desc)
+
+    def save(key: str, out: dict[str, Any]) -> None:
+        store, desc = what[key]
+        stores[store].save(key, out["record"], out["array"], seconds=out["seconds"])
+        steps.skip(desc, f"done in {out['seconds']:.0f} s")
+
+    if workers <= 1 and ray_address is None:  # serial: time each step as it runs (ETA shown)
+        for unit in todo:
+            with steps.step(what[unit.key][1]):
+                out = unit.fn(*unit.args)
+            store, _ = what[unit.key]
+            stores[store].save(unit.key, out["record"], out["array"], seconds=out["seconds"])
+    else:
+        run_units(todo, workers=workers, ray_address=ray_address, on_done=save)
+    return assemble(s, models, stores)
+
+
+def assemble(s: LabSettings, models: list[str], stores: dict[str, Any]) -> LabResult:
+    """The `LabResult` from the saved units of every model (all must be there)."""
     result = LabResult(settings=s.to_dict())
-    loaded: tuple[str, Any, Any, int] | None = None
-
-    def model_of(name: str) -> tuple[Any, Any, int]:
-        nonlocal loaded
-        if loaded is None or loaded[0] != name:
-            loaded = (name, *_load(name))
-        return loaded[1], loaded[2], loaded[3]
-
     train_lens = set()
     for name in models:
         scheme = lab_spec(name).scheme
-        T = None
-        for m in multiples:
-            key = f"{name}/{m}x"
-            rec = cells_store.load(key)
-            if rec is None:
-                model, tok, T = model_of(name)
-                with steps.step(
-                    f"{name}: {s.windows} windows of {m * T} tokens ({m}x T), plain and LM-Infinite"
-                ):
-                    t0 = time.perf_counter()
-                    cell = _cell(model, tok, name, T, m, s)
-                    cells_store.save(
-                        key, {**cell.to_record(), "train_len": T}, seconds=time.perf_counter() - t0
-                    )
-            else:
-                steps.skip(f"{name} at {m}x T")
-                T = int(rec["train_len"])
-                cell = LabCell.from_record(name, scheme, m, m * T, rec)
-            result.cells.append(cell)
-        key = f"{name}/loss"
-        rec = loss_store.load(key)
-        if rec is None:
-            model, tok, T = model_of(name)
-            with steps.step(
-                f"{name}: loss at every position to {s.fluency_multiple}x T, {s.windows} windows"
-            ):
-                t0 = time.perf_counter()
-                arr, sources, repeated = _loss_pass(model, tok, T, s)
-                rec = {"sources": sources, "repeated": repeated, "train_len": T, "array": arr}
-                loss_store.save(
-                    key, {k: v for k, v in rec.items() if k != "array"}, arr, seconds=time.perf_counter() - t0
-                )
-        else:
-            steps.skip(f"{name} loss pass")
+        for m in sorted({int(m) for m in s.multiples}):
+            rec = stores["cell"].load(f"{name}/{m}x")
+            T = int(rec["train_len"])
+            result.cells.append(LabCell.from_record(name, scheme, m, m * T, rec))
+        rec = stores["loss"].load(f"{name}/loss")
         T = int(rec["train_len"])
         nll = {lab: np.asarray(rec["array"][i], np.float64) for i, lab in enumerate(LABELS)}
-        result.fluency.append(
-            LabFluency(
-                name,
-                scheme,
-                T,
-                s.fluency_multiple,
-                nll,
-                loss_result(nll, T, s.tolerance, list(rec["sources"])),
-                bool(rec["repeated"]),
-            )
-        )
+        result.fluency.append(LabFluency(name, scheme, T, s.fluency_multiple, nll,
+                                         loss_result(nll, T, s.tolerance, list(rec["sources"])),
+                                         bool(rec["repeated"])))
         if s.copy_trials:
-            result.copy.append(_copy_cell(name, scheme, s, copy_store, steps, model_of))
+            rec = stores["copy"].load(f"{name}/copy")
+            arr = rec["array"]
+            gain = {lab: arr[i, 0] for i, lab in enumerate(LABELS)}
+            first = {lab: arr[i, 1] for i, lab in enumerate(LABELS)}
+            result.copy.append(CopyCell(name, scheme, T, T, [int(d) for d in rec["distances"]], gain, first,
+                                        s.copy_length))
         train_lens.add(T)
     result.train_len = min(train_lens)
     result.labels = list(LABELS)
     return result
 
 
-def _copy_cell(name: str, scheme: str, s: LabSettings, store: Any, steps: Any, model_of: Any) -> CopyCell:
-    """The copy task of one model, computed or loaded from its cell."""
-    from lminf_diag.data import load_text
-
-    key = f"{name}/copy"
-    rec = store.load(key)
-    if rec is None:
-        model, _, T = model_of(name)
-        dists = s.copy_tokens(T)
-        with steps.step(f"{name}: copy task at d = {dists} tokens, {s.copy_trials} trials"):
-            t0 = time.perf_counter()
-            text = load_text(s.text)[0].encode("utf-8")
-            cell = run_copy_task(
-                model,
-                name,
-                scheme,
-                T,
-                text,
-                distances=dists,
-                trials=s.copy_trials,
-                length=s.copy_length,
-                n_global=s.n_global,
-            )
-            arr = np.stack(
-                [np.stack([cell.gain[lab], cell.first_copy[lab]]) for lab in LABELS]
-            )  # (2, 2, D, K)
-            store.save(key, {"distances": dists, "train_len": T}, arr, seconds=time.perf_counter() - t0)
-        return cell
-    steps.skip(f"{name} copy task")
-    arr = rec["array"]
-    gain = {lab: arr[i, 0] for i, lab in enumerate(LABELS)}
-    first = {lab: arr[i, 1] for i, lab in enumerate(LABELS)}
-    T = int(rec["train_len"])
-    return CopyCell(name, scheme, T, T, [int(d) for d in rec["distances"]], gain, first, s.copy_length)
-
-
-__all__ = ["LABELS", "LabSettings", "loss_result", "nll_trace", "run_lab"]
+__all__ = ["LABELS", "LabSettings", "assemble", "loss_result", "nll_trace", "run_lab", "unit_cell", "unit_copy", "unit_loss"]
