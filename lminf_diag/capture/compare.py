@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..devices import input_device
 from ..errors import NumericalError
 from ..models import model_info, model_name
 from ..models.families import family_of
@@ -127,7 +128,7 @@ def compare(model, tokenizer=None, text=None, length: int | None = None, *, inpu
         from ..data import token_window
 
         input_ids = token_window(tokenizer, text, length)
-    dev = next(model.parameters()).device
+    dev = input_device(model)
     input_ids = input_ids.to(dev)
     n_layers = model_info(model).n_layers
     if hidden_layers is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lminf_diag.devices import execution_device
+
 
 def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024, *, past_key_values=None,
               keep_cache: int | None = None):
@@ -35,7 +37,7 @@ def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024, *, past_key_val
         nll = np.full(n, np.nan, dtype=np.float32)
         for a in range(0, n - 1, chunk):
             b = min(n - 1, a + chunk)
-            logits = head(hidden[a:b].to(head.weight.device)).float()
+            logits = head(hidden[a:b].to(execution_device(head, hidden.device))).float()
             if cap:
                 logits = torch.tanh(logits / cap) * cap
             lp = torch.log_softmax(logits, -1)

@@ -24,6 +24,7 @@ from typing import Any
 
 from lminf_diag.cli import options
 from lminf_diag.cli.progress import Progress, timed
+from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.runs import RUN_FILE, RunDir, atomic_write_text, to_json_safe, trace_step
 
@@ -102,7 +103,7 @@ def capture_trace(session: Session, args: argparse.Namespace, label: str, stride
 
     info, model = session.info, session.model
     where, ids = session.windows[window]
-    ids = ids.to(next(model.parameters()).device)
+    ids = ids.to(input_device(model))
     patch = None if label == "baseline" else patch_settings(args, label, info.train_len)
     share = (args.n_local or info.train_len or 0) if on_prefix is not None else 0
     trace = run_trace(model, ids, label=label, patch=patch, layers=args.layers,

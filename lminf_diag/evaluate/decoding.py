@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from lminf_diag.devices import input_device
+
 from ..analyze.base import AnalysisResult, label_colors, mark_train_len
 
 
@@ -67,7 +69,7 @@ def decode(model, input_ids: torch.Tensor, new_tokens: int, *, patch: dict | Non
     from ..patch import lm_infinite
 
     ctx = lm_infinite(model, **patch) if patch else nullcontext()
-    ids = input_ids.to(next(model.parameters()).device)
+    ids = input_ids.to(input_device(model))
     steps, sizes, lengths, toks = [], [], [], []
     with ctx, torch.no_grad():
         cache = DynamicCache()

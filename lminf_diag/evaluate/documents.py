@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lminf_diag.attention.spec import MODES
+from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError, TextTooShortError
 from lminf_diag.evaluate.cells import CellStore, ProgressFactory, Steps, cell_name, model_train_len
 from lminf_diag.evaluate.documents_result import DocumentPerplexityResult
@@ -118,7 +119,7 @@ def _nll_row(model: Any, ids: Any, mode: str, length: int, patch: dict[str, Any]
     from lminf_diag.patch import lm_infinite
 
     with nullcontext() if mode == "baseline" else lm_infinite(model, mode=mode, **patch):
-        values = token_nll(model, ids.to(next(model.parameters()).device))
+        values = token_nll(model, ids.to(input_device(model)))
     row = np.full(length, np.nan, dtype=np.float32)
     row[: values.size] = values
     return row
@@ -267,7 +268,7 @@ def perplexity_over_documents(
                     from lminf_diag.evaluate.recompute import recompute_nll
 
                     ref = recompute_nll(
-                        model, ids.to(next(model.parameters()).device), train_len, stride=recompute_stride
+                        model, ids.to(input_device(model)), train_len, stride=recompute_stride
                     )
                     row, meta["cost"] = ref.nll, ref.to_dict()
                     costs.setdefault(label, []).append(meta["cost"])

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from lminf_diag.attention.spec import MODES
+from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.evaluate.cells import CellStore, ProgressFactory, Steps, model_train_len
 from lminf_diag.evaluate.passkey import (
@@ -74,7 +75,7 @@ def _generate(model: Any, tokenizer: Any, ids: torch.Tensor, max_new_tokens: int
     """Greedy continuation of `ids`, decoded (special tokens dropped)."""
     from transformers import GenerationConfig
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = ids.to(device)
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

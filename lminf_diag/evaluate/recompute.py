@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from lminf_diag.devices import execution_device, input_device
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.evaluate.cells import ProgressFactory, Steps
 
@@ -89,7 +90,7 @@ def _head_nll(model: Any, hidden: Any, targets: Any, chunk: int) -> Any:
     cap = getattr(model.config, "final_logit_softcapping", None)
     out = []
     for a in range(0, hidden.shape[0], chunk):
-        logits = head(hidden[a : a + chunk].to(head.weight.device)).float()  # (r, V)
+        logits = head(hidden[a : a + chunk].to(execution_device(head, hidden.device))).float()  # (r, V)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         lp = torch.log_softmax(logits, -1)
@@ -143,7 +144,7 @@ def recompute_nll(
 
     t_len, stride = _check(model, input_ids, train_len, stride, context)
     start = time.perf_counter()
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = input_ids.to(device)
     n = int(ids.shape[1])
     first = min(n, t_len)
