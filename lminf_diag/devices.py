@@ -34,6 +34,7 @@ def execution_device(module: Any, default: Any) -> Any:
 def input_device(model: Any) -> Any:
     """Where input ids go: the input embedding's execution device (the first parameter's otherwise).
 
+    >>> import torch
     >>> input_device(torch.nn.Embedding(4, 2)).type
     'cpu'
     """
