@@ -1,19 +1,19 @@
-"""The notebooks in notebooks/ run top to bottom at a small length, and are committed without outputs.
+"""The notebooks in notebooks/ run top to bottom in their QUICK setting, and are committed without outputs.
 
-Each notebook's cell tagged "parameters" is replaced by SMALL before execution: a 384-token
-window, and a fake training length of 128 tokens (with n_local = 128), so that the patch and the
-analyzers are exercised "past the training length" in seconds rather than at 16k tokens. The lab
-notebook (04) gets LAB_SMALL instead: two lab models at 4x their training length. The
-kernel is "python3" started by jupyter_client with this interpreter (its argv "python" is
-replaced by sys.executable), working directory notebooks/. The kernel gets OMP_NUM_THREADS=1
-unless the environment sets it: on a busy 2-core machine two torch threads per process fight over
-the cores and the same notebook runs several times slower.
+Each notebook's first code cell (tagged "parameters") holds `QUICK = False` and the real defaults;
+the test sets `QUICK = True` there, which swaps in the lab model `lab-rope` (trained by the
+toolkit at T = 128 tokens) at 1024-2048 tokens, so that "past the training length" runs in
+seconds with no downloaded model. The kernel is "python3" started by jupyter_client with this
+interpreter (its argv "python" is replaced by sys.executable), working directory notebooks/. The
+kernel gets OMP_NUM_THREADS=1 unless the environment sets it: on a busy 2-core machine two torch
+threads per process fight over the cores and the same notebook runs several times slower.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import time
 from pathlib import Path
 
@@ -25,16 +25,16 @@ pytest.importorskip("ipykernel")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ["01_quickstart.ipynb", "02_three_factors.ipynb", "03_ablations.ipynb", "04_schemes.ipynb"]
-DEFAULTS = {"LENGTH": 16384, "N_LOCAL": None, "N_GLOBAL": 10, "STRIDE": None, "TRAIN_LEN": None}
-WINDOWED = {"LENGTH": 12288, "WINDOWS": 4, "N_LOCAL": None, "N_GLOBAL": 10, "STRIDE": None, "TRAIN_LEN": None}
-SMALL = "LENGTH = 384\nN_LOCAL = 128\nN_GLOBAL = 4\nSTRIDE = None\nTRAIN_LEN = 128\n"
-SMALL_WINDOWED = "LENGTH = 384\nWINDOWS = 3\nN_LOCAL = 128\nN_GLOBAL = 4\nSTRIDE = None\nTRAIN_LEN = 128\n"
-# the lab notebook's own parameters: all four lab models at 8x/32x/128x T, then two at 4x T
-LAB_DEFAULTS = {"MODELS": ["lab-rope", "lab-alibi", "lab-partial", "lab-nope"], "MULTIPLES": [8, 32],
+DEFAULTS = {"QUICK": False, "MODEL": "smollm2-135m", "LENGTH": 16384, "N_LOCAL": None, "N_GLOBAL": 10,
+            "STRIDE": None, "TRAIN_LEN": None}
+WINDOWED = {"QUICK": False, "MODEL": "smollm2-135m", "LENGTH": 12288, "WINDOWS": 4, "N_LOCAL": None,
+            "N_GLOBAL": 10, "STRIDE": None, "TRAIN_LEN": None}
+# the lab notebook's own parameters: all four lab models at 8x/32x T, a loss pass to 64x T
+LAB_DEFAULTS = {"QUICK": False, "MODELS": ["lab-rope", "lab-alibi", "lab-partial", "lab-nope"], "MULTIPLES": [8, 32],
                 "FLUENCY_MULTIPLE": 64, "WINDOWS": 16, "TOLERANCE": 0.1}
-LAB_SMALL = 'MODELS = ["lab-rope", "lab-nope"]\nMULTIPLES = [4]\nFLUENCY_MULTIPLE = 4\nWINDOWS = 4\nTOLERANCE = 0.1\n'
-PARAMS = {name: (DEFAULTS, SMALL) for name in NOTEBOOKS} | {"04_schemes.ipynb": (LAB_DEFAULTS, LAB_SMALL)}
-PARAMS |= {name: (WINDOWED, SMALL_WINDOWED) for name in ("02_three_factors.ipynb", "03_ablations.ipynb")}
+PARAMS = {name: DEFAULTS for name in NOTEBOOKS} | {"04_schemes.ipynb": LAB_DEFAULTS}
+PARAMS |= {name: WINDOWED for name in ("02_three_factors.ipynb", "03_ablations.ipynb")}
+QUICK_RE = re.compile(r"^QUICK = False\b", re.MULTILINE)
 CELL_TIMEOUT_S = 600
 FIGURE_MIMES = ("application/vnd.plotly.v1+json", "text/html")
 
@@ -62,14 +62,22 @@ def test_notebook_is_stripped_and_parameterised(name):
     for node in ast.parse(_parameters_cell(nb).source).body:
         assert isinstance(node, ast.Assign), "the parameters cell should hold plain assignments only"
         params[node.targets[0].id] = ast.literal_eval(node.value)
-    assert params == PARAMS[name][0]
+    assert params == PARAMS[name]
+    assert next(c for c in nb.cells if c.cell_type == "code") is _parameters_cell(nb), "QUICK goes in the first code cell"
+    for cell in nb.cells:  # public API only: `import lminf_diag as ld` and its documented attributes
+        if cell.cell_type == "code":
+            assert not re.search(r"from lminf_diag\b|import lminf_diag\.", cell.source), f"{name}: internal import"
+    intro = nb.cells[0].source
+    assert "QUICK" in intro and "Runtime" in intro, f"{name}: the first cell should state the runtime of both settings"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes_at_small_length(name):
-    """Execute with the SMALL parameters: no cell errors, every `.show()` cell displays a figure."""
+def test_notebook_executes_quick(name):
+    """Execute with QUICK = True: no cell errors, every `.show()` cell displays a figure."""
     nb = _read(name)
-    _parameters_cell(nb).source = PARAMS[name][1]
+    cell = _parameters_cell(nb)
+    assert QUICK_RE.search(cell.source), "the parameters cell should start from QUICK = False"
+    cell.source = QUICK_RE.sub("QUICK = True", cell.source)
     client = nbclient.NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,

@@ -14,6 +14,7 @@ from lminf_diag.analyze.base import AnalysisResult
 from lminf_diag.analyze.entropy import EntropyGrowthResult, EntropyStats, LogFit, entropy_growth
 from lminf_diag.analyze.estimate import Estimate, Verdict
 from lminf_diag.analyze.logits import LogitExplosionResult, LogitStats, TopHead, logit_explosion
+from lminf_diag.analyze.palette import label_color, label_colors
 from lminf_diag.analyze.perplexity import PerplexityResult, PerplexityStats, perplexity_by_position
 from lminf_diag.analyze.positions import (
     LayerSubspace,
@@ -41,6 +42,8 @@ __all__ = [
     "TopHead",
     "analyze_all",
     "entropy_growth",
+    "label_color",
+    "label_colors",
     "logit_explosion",
     "perplexity_by_position",
     "position_subspaces",
@@ -57,7 +60,7 @@ def analyze_all(obj, train_len: int | None = None, *, reference=None, control=No
     Keys, in this order: "logits" (skipped when no trace holds logit-profile rows), "entropy",
     "positions" (skipped when no hidden states were captured), "perplexity".
 
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> list(analyze_all([make_comparison(n=128, train_len=32, seed=s) for s in range(2)]))
     ['logits', 'entropy', 'positions', 'perplexity']
     """

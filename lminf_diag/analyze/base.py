@@ -1,9 +1,16 @@
 """What every analysis result offers, and the plotting helpers they share.
 
 Figure conventions (all analyzers):
-- line plots overlay one line per label, coloured by `label_colors` (the same label has the
-  same colour in every figure); figures that cannot be overlaid (heat maps, scatter plots
-  coloured by position) use subplots with one column per label, in label order;
+- `figures()` returns a list of plotly `Figure`s (each has `.show()`, `.write_html()`);
+- line plots overlay one line per label, coloured by `label_colors` (one palette,
+  `analyze.palette`: the same label has the same colour in every figure); figures that cannot be
+  overlaid (heat maps, scatter plots coloured by position) use subplots with one column per
+  label, in label order, and a sequential colour scale (`palette.SEQUENTIAL`);
+- interval bands are light fills (`palette.BAND_OPACITY`) drawn under their line;
+- every subclass's `figures()` output goes through `figure_style.finish_figure`: legend in the
+  palette's order, integer ticks on layer axes, x axes clipped to the data;
+- in Jupyter a result shows as a small table of its verdicts and key figures (`_repr_html_`), and
+  `repr` is one line (`display.short_repr`), never an array;
 - the training length is a dashed vertical line annotated "training length" on every axis
   whose x is a position or a distance in tokens (`mark_train_len`);
 - a line holds at most MAX_POINTS points (`downsample_index`, log-spaced on log axes).
@@ -22,9 +29,13 @@ if TYPE_CHECKING:
 
     from lminf_diag.analyze.estimate import Estimate, Verdict
 
+from lminf_diag.analyze import palette
+from lminf_diag.analyze.display import result_html, short_repr
+from lminf_diag.analyze.figure_style import finish_figures
+
 MAX_POINTS = 2000
-BASELINE_COLOR = "#1f77b4"
-PATCHED_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+BASELINE_COLOR = palette.LABEL_COLORS["baseline"]
+PATCHED_COLORS = tuple(c for k, c in palette.LABEL_COLORS.items() if k != "baseline")
 
 
 @dataclass
@@ -42,6 +53,29 @@ class AnalysisResult:
     train_len: int | None = None
     title: str = ""
     description: str = ""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Keep the short `repr` (a dataclass would generate one that prints every array) and
+        pass each subclass's `figures()` output through `finish_figure`."""
+        super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = AnalysisResult.__repr__  # set before @dataclass runs, which then keeps it
+        own = cls.__dict__.get("figures")
+        if own is not None and not getattr(own, "_finished", False):
+
+            def figures(self, *args, _own=own, **kw):  # type: ignore[no-untyped-def]
+                return finish_figures(_own(self, *args, **kw))
+
+            figures.__doc__, figures.__name__, figures._finished = own.__doc__, "figures", True
+            cls.figures = figures
+
+    def __repr__(self) -> str:
+        """One line: kind, labels, windows, T and the verdicts with their key figure."""
+        return short_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the title, the verdicts and the key figures with their 95% intervals."""
+        return result_html(self)
 
     def key_figures(self) -> list[Estimate]:
         """The result's key figures, each an `Estimate` with its interval and n (report order)."""
@@ -86,16 +120,14 @@ class AnalysisResult:
 
 
 def label_colors(labels: list[str]) -> dict[str, str]:
-    """Fixed colours: "baseline" is blue, the other labels take PATCHED_COLORS in order.
+    """Fixed colours per label from the one palette (`analyze.palette`), the same in every figure.
 
     >>> label_colors(["baseline", "lambda"])
     {'baseline': '#1f77b4', 'lambda': '#ff7f0e'}
+    >>> label_colors(["window"])["window"] == label_colors(["baseline", "window"])["window"]
+    True
     """
-    others = [lab for lab in labels if lab != "baseline"]
-    out = {lab: PATCHED_COLORS[i % len(PATCHED_COLORS)] for i, lab in enumerate(others)}
-    if "baseline" in labels:
-        out = {"baseline": BASELINE_COLOR, **out}
-    return {lab: out[lab] for lab in labels}
+    return palette.label_colors(labels)
 
 
 def downsample_index(n: int, max_points: int = MAX_POINTS, log: bool = False) -> np.ndarray:

@@ -179,7 +179,7 @@ def entropy_growth(obj, *, train_len: int | None = None, per_head: bool = True) 
 
     `per_head` is accepted for compatibility (per-layer slopes are always computed).
 
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> r = entropy_growth([make_comparison(n=512, train_len=128, seed=s) for s in range(3)])
     >>> [(v.label, v.verdict) for v in r.verdicts()]
     [('baseline', 'absent'), ('lambda', 'absent')]

@@ -15,6 +15,7 @@ import numpy as np
 
 from lminf_diag.analyze.base import label_colors, line_figure, nanmean
 from lminf_diag.analyze.estimate import Estimate
+from lminf_diag.analyze.palette import BAND_OPACITY, rgba
 
 
 def forest_figure(
@@ -70,16 +71,10 @@ def window_band(curves: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, n
     return nanmean(arr, 0), lo, hi
 
 
-def rgba(hex_color: str, alpha: float) -> str:
-    """'#1f77b4', 0.2 -> 'rgba(31,119,180,0.2)'."""
-    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
 def add_band(fig: object, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str) -> None:
-    """A filled band between lo and hi (no legend entry)."""
+    """A light filled band between lo and hi (no legend entry; `palette.BAND_OPACITY`)."""
     import plotly.graph_objects as go
 
     band = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False}
     fig.add_trace(go.Scatter(x=x, y=lo, **band))
-    fig.add_trace(go.Scatter(x=x, y=hi, fill="tonexty", fillcolor=rgba(color, 0.15), **band))
+    fig.add_trace(go.Scatter(x=x, y=hi, fill="tonexty", fillcolor=rgba(color, BAND_OPACITY), **band))

@@ -16,7 +16,7 @@ used-logit shift at pivot P (every run; the headline of Λ-masked runs)
     not matched for the baseline (rows past P attend more keys): there the paired excess rules.
 
 Example:
-    >>> from tests.synthetic import make_trace
+    >>> from lminf_diag.synthetic import make_trace
     >>> t = make_trace(n=512, train_len=128)
     >>> s = window_logit_stats(t, 128)
     >>> round(s.paired[128], 3), round(s.paired[64], 3)   # planted growth past T only

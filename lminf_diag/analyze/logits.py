@@ -174,14 +174,16 @@ class LogitExplosionResult(AnalysisResult):
             "Running max of the logits over distance (mean over rows, layers and heads)",
             "distance (tokens, log scale)", f"running max logit ({UNIT})", log_x=True,
         )
+        lines = []
         for lab, s in self.per_label.items():
             if not s.envelopes:
                 continue
             mean, lo, hi = window_band(s.envelopes)
             keep = np.nonzero((s.distance > 0) & np.isfinite(mean))[0]
             keep = keep[downsample_index(keep.size, log=True)]
-            add_band(env, s.distance[keep], lo[keep], hi[keep], colors[lab])
-            env.add_trace(go.Scatter(x=s.distance[keep], y=mean[keep], name=lab, line={"color": colors[lab]}))
+            add_band(env, s.distance[keep], lo[keep], hi[keep], colors[lab])  # bands first: under every line
+            lines.append(go.Scatter(x=s.distance[keep], y=mean[keep], name=lab, line={"color": colors[lab]}))
+        env.add_traces(lines)
         mark_train_len(env, self.train_len, log_x=True)
         return [forest, env]
 
@@ -205,7 +207,7 @@ def logit_explosion(obj, *, train_len: int | None = None) -> LogitExplosionResul
 
     Raises InvalidArgumentError when the training length is unknown or no trace has profile rows.
 
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> r = logit_explosion([make_comparison(n=512, train_len=128, seed=s, growth=10) for s in range(3)])
     >>> [(v.label, v.verdict) for v in r.verdicts()]
     [('baseline', 'present'), ('lambda', 'absent')]

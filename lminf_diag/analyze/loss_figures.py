@@ -33,10 +33,11 @@ def bin_figure(self: LossResult) -> go.Figure:
         log_x=True,
     )
     x = self.edges[:-1]
+    bands = {lab: window_band([w.bins for w in self.windows(lab)]) for lab in self.labels}
+    for lab in self.labels if self.n_windows > 1 else []:  # every band first: under every line
+        add_band(fig, x, bands[lab][1], bands[lab][2], colors[lab])
     for lab in self.labels:
-        mean, lo, hi = window_band([w.bins for w in self.windows(lab)])
-        if self.n_windows > 1:
-            add_band(fig, x, lo, hi, colors[lab])
+        mean = bands[lab][0]
         dash = "dot" if is_reference(lab) else ("dash" if is_control(lab) else None)
         fig.add_trace(
             go.Scatter(

@@ -8,7 +8,8 @@ on the same tokens (`reference=`, from `evaluate.recompute.recompute_nll`) and a
 control (`control=`, the same runs on paragraph-shuffled copies, `data.control`).
 
 `nll[t] = -log p(x_t | x_<t)` (nats); NaN entries (nll[0], skipped tokens) are ignored
-everywhere. Smoothing is a centred moving average over `smooth` tokens (shorter at the edges);
+everywhere. Smoothing is a centred moving average over `smooth` tokens (shorter at the edges;
+by default T / 16, `smooth_window`);
 span means average consecutive, non-overlapping `span`-token blocks starting at position 0.
 """
 
@@ -46,6 +47,18 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     cnt = ccnt[hi] - ccnt[lo]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(cnt > 0, (csum[hi] - csum[lo]) / cnt, np.nan)
+
+
+SMOOTH_FRACTION = 16  # the default moving average spans T / 16 tokens (512 at T = 8192, 8 at T = 128)
+
+
+def smooth_window(train_len: int) -> int:
+    """The default smoothing window of loss-by-position curves: T / 16 tokens (at least 1).
+
+    >>> smooth_window(8192), smooth_window(128), smooth_window(8)
+    (512, 8, 1)
+    """
+    return max(1, int(train_len) // SMOOTH_FRACTION)
 
 
 @dataclass
@@ -157,11 +170,11 @@ class PerplexityResult(LossResult):
         curve = line_figure(
             self.title, "position (tokens)", f"NLL (nats, {self.smooth}-token moving average)"
         )
+        idx = downsample_index(self.length)
+        for lab in self.labels if self.n_windows > 1 else []:  # every band first: under every line
+            _, lo, hi = window_band([moving_average(r, self.smooth) for r in self.nll[lab]])
+            add_band(curve, idx, lo[idx], hi[idx], colors[lab])
         for lab in self.labels:
-            idx = downsample_index(self.length)
-            if self.n_windows > 1:
-                _, lo, hi = window_band([moving_average(r, self.smooth) for r in self.nll[lab]])
-                add_band(curve, idx, lo[idx], hi[idx], colors[lab])
             curve.add_trace(
                 go.Scatter(x=idx, y=self.per_label[lab].smoothed[idx], name=lab, line={"color": colors[lab]})
             )
@@ -198,7 +211,7 @@ def perplexity_by_position(
     obj: Any,
     *,
     train_len: int | None = None,
-    smooth: int = 256,
+    smooth: int | None = None,
     span: int | None = None,
     reference: Any = None,
     control: Any = None,
@@ -214,8 +227,10 @@ def perplexity_by_position(
     windows): labels "<label> (shuffled)".
     tolerance, sustain, bins_per_octave: "fluent until" (`analyze.fluency`).
     span defaults to 1024 tokens, halved until at least two spans fit in the training length.
+    smooth (the moving-average window of the loss curve) defaults to `smooth_window(T)`: a fixed
+    fraction of the training length, so a curve looks alike at T = 128 and at T = 8192.
 
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> r = perplexity_by_position([make_comparison(n=256, train_len=64, seed=s) for s in range(3)])
     >>> s = r.summary()["baseline"]
     >>> round(s["nll_within"], 6), s["nll_beyond"] > s["nll_within"]
@@ -223,13 +238,14 @@ def perplexity_by_position(
     >>> [(v.label, v.verdict) for v in r.verdicts()]
     [('baseline', 'present'), ('lambda', 'absent')]
     """
-    if smooth < 1 or (span is not None and span < 1):
+    if (smooth is not None and smooth < 1) or (span is not None and span < 1):
         raise InvalidArgumentError(f"smooth={smooth}, span={span}; both must be >= 1 token")
     windows = as_windows(obj)
     labels = window_labels(windows)
     tl = windows_train_len(windows, train_len)
     if tl is None:
         raise InvalidArgumentError("the training length is unknown; pass train_len=N")
+    smooth = smooth if smooth is not None else smooth_window(tl)
     if span is None:
         span = 1024
         while span > 1 and 2 * span > tl:
@@ -278,4 +294,4 @@ def perplexity_by_position(
     )
 
 
-__all__ = ["PerplexityResult", "PerplexityStats", "moving_average", "perplexity_by_position"]
+__all__ = ["PerplexityResult", "PerplexityStats", "moving_average", "perplexity_by_position", "smooth_window"]

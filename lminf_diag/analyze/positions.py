@@ -260,7 +260,7 @@ def position_subspaces(
     positions counted in the first-token distance. bulk_start: first bulk position (default
     max(64, n_global), capped at T/2). The probe needs >= 2 windows (else its R² is NaN).
 
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> r = position_subspaces(make_comparison(n=256, train_len=128))  # one window: no grouped fold
     >>> [(v.label, v.verdict) for v in r.verdicts()]
     [('baseline', 'inconclusive'), ('lambda', 'inconclusive')]

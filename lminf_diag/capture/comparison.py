@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lminf_diag.capture.trace import Trace, _atomic_write
+from lminf_diag.capture.trace import TRACE_COLUMNS, Trace, trace_row
 from lminf_diag.errors import InvalidArgumentError, RunDirectoryError
+from lminf_diag.util.atomic import atomic_write
+from lminf_diag.util.html import html_table
+from lminf_diag.util.html import text as esc
 
 COMPARISON_FILE = "comparison.json"
 COMPARISON_FORMAT = "lminf_diag.comparison"
@@ -35,7 +38,7 @@ def as_traces(obj: Trace | Comparison | Mapping[str, Trace] | Iterable[Trace]) -
 
     A dict's keys are the labels; for a Trace or a list the label is `trace.label`.
 
-    >>> from tests.synthetic import make_trace
+    >>> from lminf_diag.synthetic import make_trace
     >>> list(as_traces([make_trace(label="lambda", kind="flat"), make_trace()]))
     ['baseline', 'lambda']
     """
@@ -71,7 +74,7 @@ def common_train_len(traces: Mapping[str, Trace], train_len: int | None = None) 
     Zero in meta means unknown; None is returned when no trace knows it. Raises
     InvalidArgumentError when traces disagree (pass train_len explicitly then).
 
-    >>> from tests.synthetic import make_trace
+    >>> from lminf_diag.synthetic import make_trace
     >>> common_train_len({"baseline": make_trace(train_len=128)})
     128
     """
@@ -87,20 +90,89 @@ def common_train_len(traces: Mapping[str, Trace], train_len: int | None = None) 
     return known.pop() if known else None
 
 
+def _safe_train_len(traces: Mapping[str, Trace]) -> int | None:
+    try:
+        return common_train_len(traces)
+    except InvalidArgumentError:  # traces disagree: a repr shows none rather than raising
+        return None
+
+
+def _source_line(traces: Mapping[str, Trace], train_len: int | None) -> str:
+    first = next(iter(traces.values()))
+    bits = [f"{first.n_tokens} tokens"]
+    if first.meta.text_source:
+        bits.append(f"of {first.meta.text_source}")
+    if first.meta.model:
+        bits.append(f"model {first.meta.model}")
+    if train_len:
+        bits.append(f"training length {train_len}")
+    return ", ".join(bits)
+
+
 @dataclass(eq=False)
 class Comparison:
     """Traces of one text under several settings, keyed by label ("baseline" first when present).
 
-    >>> from tests.synthetic import make_trace
+    >>> from lminf_diag.synthetic import make_trace
     >>> cmp = Comparison({"lambda": make_trace(kind="flat", label="lambda"), "baseline": make_trace()})
     >>> cmp.labels, cmp.patched.label, cmp.train_len
     (['baseline', 'lambda'], 'lambda', 128)
+
+    It reads like a dict of traces: `cmp["lambda"]` is that label's Trace (a KeyError names the
+    labels there are), `"lambda" in cmp`, `len(cmp)`, and iterating gives the labels:
+
+    >>> cmp["lambda"].label, "window" in cmp, list(cmp), len(cmp)
+    ('lambda', False, ['baseline', 'lambda'], 2)
     """
 
     traces: dict[str, Trace]
 
     def __post_init__(self) -> None:
         self.traces = as_traces(self.traces)
+
+    def __getitem__(self, label: str) -> Trace:
+        try:
+            return self.traces[label]
+        except (KeyError, TypeError):
+            raise KeyError(f"no run labelled {label!r}; this comparison holds {self.labels}") from None
+
+    def __contains__(self, label: object) -> bool:
+        return label in self.traces
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.traces)
+
+    def __len__(self) -> int:
+        return len(self.traces)
+
+    def keys(self) -> KeysView[str]:
+        return self.traces.keys()
+
+    def values(self) -> ValuesView[Trace]:
+        return self.traces.values()
+
+    def items(self) -> ItemsView[str, Trace]:
+        return self.traces.items()
+
+    def __repr__(self) -> str:
+        """One line: labels, tokens, training length, model and each label's mean loss."""
+        first = next(iter(self.traces.values()))
+        parts = [f"<Comparison labels={self.labels!r}", f"n_tokens={first.n_tokens}"]
+        tl = _safe_train_len(self.traces)
+        if tl:
+            parts.append(f"T={tl}")
+        if first.meta.model:
+            parts.append(f"model={first.meta.model!r}")
+        loss = ", ".join(f"{lab} {trace.mean_nll():.3g}" for lab, trace in self.traces.items())
+        line = " ".join(parts) + f"; mean NLL {loss}"
+        return (line if len(line) < 279 else line[:276] + "...") + ">"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: one row per label (tokens, patch, mean loss within and past T, seconds)."""
+        tl = _safe_train_len(self.traces)
+        rows = [trace_row(trace, tl) for trace in self.traces.values()]
+        head = f"<div><strong>Comparison</strong> <small>{esc(_source_line(self.traces, tl))}</small>"
+        return head + html_table(TRACE_COLUMNS, rows) + "</div>"
 
     @property
     def baseline(self) -> Trace | None:
@@ -124,7 +196,7 @@ class Comparison:
         """Write one trace subdirectory per label plus `comparison.json` (written last).
 
         >>> import tempfile
-        >>> from tests.synthetic import make_comparison
+        >>> from lminf_diag.synthetic import make_comparison
         >>> d = make_comparison(n=64, train_len=16).save(tempfile.mkdtemp())
         >>> Comparison.load(d).labels
         ['baseline', 'lambda']
@@ -149,7 +221,7 @@ class Comparison:
             "train_len": self.train_len,
         }
         text = json.dumps(info, indent=2).encode()
-        _atomic_write(out / COMPARISON_FILE, lambda f: f.write(text))
+        atomic_write(out / COMPARISON_FILE, lambda f: f.write(text))
         return out
 
     @classmethod

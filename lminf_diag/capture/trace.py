@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lminf_diag.errors import InvalidArgumentError, RunDirectoryError
+from lminf_diag.util.atomic import atomic_write
+from lminf_diag.util.html import html_table
+from lminf_diag.util.jsonsafe import json_default
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,6 +99,43 @@ class Trace:
     def label(self) -> str:
         return self.meta.label
 
+    # ------------------------------------------------------------------ display
+
+    def mean_nll(self, start: int = 0, stop: int | None = None) -> float:
+        """Mean per-token loss (nats) over positions start..stop-1, NaN ignored (NaN when none).
+
+        >>> from lminf_diag.synthetic import make_trace
+        >>> round(make_trace(n=64, train_len=16).mean_nll(0, 16), 3)
+        2.0
+        """
+        arr = np.asarray(self.nll, dtype=np.float64)[start:stop]
+        finite = arr[np.isfinite(arr)]
+        return float(finite.mean()) if finite.size else float("nan")
+
+    def __repr__(self) -> str:
+        """One line: label, tokens, T, model, captured layers/heads/rows, patch, mean loss.
+
+        >>> from lminf_diag.synthetic import make_trace
+        >>> make_trace(n=64, train_len=16)
+        <Trace 'baseline' n_tokens=64 T=16 model='synthetic' layers=2 heads=3 rows=64 mean NLL 2.33>
+        """
+        m = self.meta
+        parts = [f"<Trace {self.label!r}", f"n_tokens={self.n_tokens}"]
+        if m.train_len:
+            parts.append(f"T={m.train_len}")
+        if m.model:
+            parts.append(f"model={m.model!r}")
+        parts.append(f"layers={np.asarray(self.layers).size} heads={np.asarray(self.heads).size}")
+        parts.append(f"rows={np.asarray(self.positions).size}")
+        if m.patch:
+            parts.append(f"patch={_patch_text(m.patch)}")
+        line = " ".join(parts) + f" mean NLL {self.mean_nll():.3g}"
+        return (line if len(line) < 279 else line[:276] + "...") + ">"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: one table row (tokens, patch, mean loss within and past T, seconds)."""
+        return html_table(TRACE_COLUMNS, [trace_row(self, int(self.meta.train_len) or None)], "Trace")
+
     # ------------------------------------------------------------------ I/O and views
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -107,7 +146,7 @@ class Trace:
         dtypes are kept as they are (dist_mass and hidden stay float16).
 
         >>> import tempfile
-        >>> from tests.synthetic import make_trace
+        >>> from lminf_diag.synthetic import make_trace
         >>> t = make_trace(n=64, train_len=16)
         >>> d = t.save(tempfile.mkdtemp())
         >>> Trace.load(d).entropy.shape
@@ -124,9 +163,9 @@ class Trace:
             "meta": dataclasses.asdict(self.meta),
             "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()},
         }
-        _atomic_write(out / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
-        text = json.dumps(meta, indent=2, default=_json_default).encode()
-        _atomic_write(out / META_FILE, lambda f: f.write(text))
+        atomic_write(out / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
+        text = json.dumps(meta, indent=2, default=json_default).encode()
+        atomic_write(out / META_FILE, lambda f: f.write(text))
         return out
 
     @classmethod
@@ -187,7 +226,7 @@ class Trace:
         "all" -> position, value, label (mean over layers and heads).
         `layer` and `head` are model indices (`self.layers`, `self.heads`).
 
-        >>> from tests.synthetic import make_trace
+        >>> from lminf_diag.synthetic import make_trace
         >>> make_trace(n=64, layers=2).to_frame("entropy", reduce="heads").shape
         (128, 4)
         """
@@ -222,7 +261,7 @@ class Trace:
     def summary_dict(self) -> dict[str, Any]:
         """Plain-Python overview: n_tokens, label, layers, train_len (+ model, heads, hidden layers).
 
-        >>> from tests.synthetic import make_trace
+        >>> from lminf_diag.synthetic import make_trace
         >>> make_trace(n=64, train_len=16).summary_dict()["train_len"]
         16
         """
@@ -238,6 +277,33 @@ class Trace:
         }
 
 
+TRACE_COLUMNS = ("label", "tokens", "patch", "NLL within T", "NLL past T", "layers", "heads", "seconds")
+
+
+def _patch_text(patch: dict[str, Any] | None) -> str:
+    """'lambda(n_global=4, n_local=128)' from a trace's patch settings; '' for the baseline."""
+    if not patch:
+        return ""
+    keys = [k for k in ("n_global", "n_local", "limit") if patch.get(k) is not None]
+    return f"{patch.get('mode', 'patch')}(" + ", ".join(f"{k}={patch[k]}" for k in keys) + ")"
+
+
+def trace_row(trace: Trace, train_len: int | None) -> list[Any]:
+    """The display row of one trace under `TRACE_COLUMNS` (losses in nats, 3 digits)."""
+    within = trace.mean_nll(train_len // 2, train_len) if train_len else trace.mean_nll()
+    past = trace.mean_nll(train_len) if train_len else float("nan")
+    return [
+        trace.label,
+        trace.n_tokens,
+        _patch_text(trace.meta.patch) or "none",
+        f"{within:.3g}",
+        f"{past:.3g}",
+        np.asarray(trace.layers).size,
+        np.asarray(trace.heads).size,
+        trace.meta.extra.get("seconds", "") if isinstance(trace.meta.extra, dict) else "",
+    ]
+
+
 def _nanmean(arr: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
     """Mean ignoring NaN; all-NaN slices give NaN without a warning."""
     finite = ~np.isnan(arr)
@@ -245,29 +311,3 @@ def _nanmean(arr: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
     total = np.where(finite, arr, 0.0).sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _json_default(obj: Any) -> Any:
-    """JSON encoder fallback for numpy scalars and arrays inside meta dicts."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"meta value of type {type(obj).__name__} is not JSON serializable")
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call write(binary file) on a temp file next to `path`, fsync, then os.replace it onto `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

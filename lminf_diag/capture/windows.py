@@ -6,7 +6,7 @@ offsets of the same texts. `Replicate` holds one `Comparison` per window (the sa
 each); every analyzer accepts it and takes its intervals between windows.
 
 Example:
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> rep = Replicate([make_comparison(n=64, train_len=16, seed=s) for s in range(3)])
     >>> rep.labels, len(rep), rep.train_len
     (['baseline', 'lambda'], 3, 16)
@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lminf_diag.capture.comparison import Comparison, as_traces, common_train_len
-from lminf_diag.capture.trace import Trace, _atomic_write
+from lminf_diag.capture.trace import TRACE_COLUMNS, Trace, trace_row
 from lminf_diag.errors import InvalidArgumentError, RunDirectoryError, TextTooShortError
+from lminf_diag.util.atomic import atomic_write
+from lminf_diag.util.html import html_table
+from lminf_diag.util.html import text as esc
 
 REPLICATE_FILE = "replicate.json"
 REPLICATE_FORMAT = "lminf_diag.replicate"
@@ -122,6 +127,47 @@ class Replicate:
     def __getitem__(self, i: int) -> Comparison:
         return self.windows[i]
 
+    def __iter__(self) -> Iterator[Comparison]:
+        """The windows, in order (each a `Comparison`)."""
+        return iter(self.windows)
+
+    def __contains__(self, label: object) -> bool:
+        """`"lambda" in rep`: whether every window holds that label."""
+        return label in self.labels
+
+    def __repr__(self) -> str:
+        """One line: windows, labels, tokens per window, T, model and each label's mean loss.
+
+        >>> from lminf_diag.synthetic import make_comparison
+        >>> Replicate([make_comparison(n=64, train_len=16, seed=s) for s in range(2)])
+        <Replicate windows=2 labels=['baseline', 'lambda'] n_tokens=64 T=16 model='synthetic'; mean NLL baseline 2.33, lambda 2>
+        """
+        first = self.windows[0].traces[self.labels[0]]
+        parts = [f"<Replicate windows={len(self)}", f"labels={self.labels!r}", f"n_tokens={first.n_tokens}"]
+        tl = self._safe_train_len()
+        if tl:
+            parts.append(f"T={tl}")
+        if first.meta.model:
+            parts.append(f"model={first.meta.model!r}")
+        loss = ", ".join(
+            f"{lab} {np.nanmean([t.mean_nll() for t in self.label(lab)]):.3g}" for lab in self.labels
+        )
+        line = " ".join(parts) + f"; mean NLL {loss}"
+        return (line if len(line) < 279 else line[:276] + "...") + ">"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: one row per window and label (tokens, patch, mean loss within and past T)."""
+        tl = self._safe_train_len()
+        rows = [[i, *trace_row(t, tl)] for i, w in enumerate(self.windows) for t in w.traces.values()]
+        head = f"<div><strong>Replicate</strong> <small>{esc(f'{len(self)} windows, training length {tl}')}</small>"
+        return head + html_table(["window", *TRACE_COLUMNS], rows) + "</div>"
+
+    def _safe_train_len(self) -> int | None:
+        try:
+            return self.train_len
+        except InvalidArgumentError:
+            return None
+
     @property
     def labels(self) -> list[str]:
         return self.windows[0].labels
@@ -144,7 +190,7 @@ class Replicate:
             dirs.append(f"w{i:02d}")
         info = {"format": REPLICATE_FORMAT, "labels": self.labels, "windows": dirs}
         text = json.dumps(info, indent=2).encode()
-        _atomic_write(out / REPLICATE_FILE, lambda f: f.write(text))
+        atomic_write(out / REPLICATE_FILE, lambda f: f.write(text))
         return out
 
     @classmethod
@@ -172,7 +218,7 @@ def as_windows(obj: Any) -> list[dict[str, Trace]]:
     A Trace, a Comparison or a dict of traces is one window; a `Replicate` or a list of
     Comparisons (or of dicts) is one window each. Every window must hold the same labels.
 
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> len(as_windows(make_comparison(n=64, train_len=16)))
     1
     """

@@ -28,10 +28,10 @@ import plotly.graph_objects as go
 
 from lminf_diag.analyze.base import downsample_index, label_colors, line_figure, mark_train_len
 from lminf_diag.analyze.fluency import BINS_PER_OCTAVE, SUSTAIN, TOLERANCE
-from lminf_diag.analyze.forest import rgba
 from lminf_diag.analyze.loss import LossResult, spoken
 from lminf_diag.analyze.names import sentence_start
-from lminf_diag.analyze.perplexity import moving_average
+from lminf_diag.analyze.palette import BAND_OPACITY, rgba
+from lminf_diag.analyze.perplexity import moving_average, smooth_window
 
 BAND = (0.1, 0.9)
 LEGACY = {"nll_1_2x": (1.0, 2.0), "nll_2_4x": (2.0, 4.0)}  # older summary keys, kept for callers
@@ -90,7 +90,7 @@ class DocumentPerplexityResult(LossResult):
         says what a label cost (the recomputed reference), `from_books` whether the documents are
         bundled books (classics, likely in the training data).
         """
-        smooth = smooth or max(1, min(256, length // 32))
+        smooth = smooth or (smooth_window(train_len) if train_len else max(1, min(256, length // 32)))
         rows = {m: np.asarray(nll[m], dtype=np.float64).reshape(-1, length) for m in labels}
         res = cls(
             labels=list(labels),
@@ -206,7 +206,7 @@ class DocumentPerplexityResult(LossResult):
                     y=self.lo[m][idx],
                     name=f"{m} 10%",
                     fill="tonexty",
-                    fillcolor=rgba(c, 0.18),
+                    fillcolor=rgba(c, BAND_OPACITY),
                     **band,
                 )
             )

@@ -230,9 +230,10 @@ def lambda_figure(result: Any) -> go.Figure | None:
         "fraction of prompts",
     )
     parts = [
-        ("inside", "accuracy, needle inside Λ", "#2ca02c"),
-        ("outside", "accuracy, needle outside Λ", "#d62728"),
-        ("share_inside", "needles inside Λ (geometric expectation)", "#7f7f7f"),
+        # shades of one sequential scale: these bars are categories, not run labels (x holds the runs)
+        ("inside", "accuracy, needle inside Λ", "#08519c"),
+        ("outside", "accuracy, needle outside Λ", "#6baed6"),
+        ("share_inside", "needles inside Λ (geometric expectation)", "#c6dbef"),
     ]
     for key, name, color in parts:
         counts = [result.conditional(lab)[key] for lab in labels]

@@ -1,4 +1,6 @@
-"""Plotly figures of a `LabResult`, kept light: a verdict map, loss by position, copy gain by distance.
+"""Plotly figures (`plotly.graph_objects.Figure`, each with `.show()`) of a `LabResult`.
+
+A verdict map, the loss by position and the copy gain by distance.
 
 Example:
     >>> from lminf_diag.lab.result import LabResult
@@ -12,17 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from lminf_diag.analyze.base import PATCHED_COLORS, line_figure, mark_train_len
+from lminf_diag.analyze.base import line_figure, mark_train_len
+from lminf_diag.analyze.palette import label_color
 from lminf_diag.lab.result import COPY_MARGIN, LabResult
 
-MODEL_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd") + PATCHED_COLORS
 DASH = {"baseline": "solid"}
 VERDICT_CODE = {"absent": 0, "inconclusive": 1, "present": 2}
+# a sequential scale (light = absent, dark = present): no verdict cell reads as a run label's colour
+VERDICT_SCALE = [[0.0, "#f7fbff"], [0.5, "#9ecae1"], [1.0, "#2171b5"]]
 
 
 def _style(result: LabResult, model: str, label: str) -> dict[str, Any]:
-    colors = {m: MODEL_COLORS[i % len(MODEL_COLORS)] for i, m in enumerate(result.models())}
-    return {"color": colors[model], "dash": DASH.get(label, "dash")}
+    """Colour by model (the palette's fixed lab-model colours), solid for plain, dashed for LM-Infinite."""
+    return {"color": label_color(model), "dash": DASH.get(label, "dash")}
 
 
 def _name(model: str, label: str) -> str:
@@ -30,7 +34,7 @@ def _name(model: str, label: str) -> str:
 
 
 def verdict_map(result: LabResult) -> Any:
-    """Rows: model, length and run; columns: factors; cells: the verdict (green absent, red present)."""
+    """Rows: model, length and run; columns: factors; cells: the verdict (light absent, dark present)."""
     import plotly.graph_objects as go
 
     verdicts = result.verdicts()
@@ -42,7 +46,6 @@ def verdict_map(result: LabResult) -> Any:
         i, j = rows.index(v.label), factors.index(v.factor)
         z[i, j] = VERDICT_CODE.get(v.verdict, np.nan)
         text[i][j] = v.verdict
-    scale = [[0.0, "#c7e9c0"], [0.5, "#f0f0f0"], [1.0, "#fcbba1"]]
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -50,7 +53,7 @@ def verdict_map(result: LabResult) -> Any:
             y=rows,
             text=text,
             texttemplate="%{text}",
-            colorscale=scale,
+            colorscale=VERDICT_SCALE,
             zmin=0,
             zmax=2,
             showscale=False,

@@ -142,6 +142,19 @@ class LabResult(AnalysisResult):
         "'scheme length:run'. Limits: the models are small (0.8M parameters, 1000 steps)."
     )
 
+    def __repr__(self) -> str:
+        """One line: models, lengths, cells and how many verdicts read present, absent, inconclusive.
+
+        >>> LabResult(train_len=128)
+        <LabResult models=[] T=128 lengths=[] cells=0>
+        """
+        verdicts = [v.verdict for v in self.verdicts()] if self.cells or self.fluency or self.copy else []
+        counts = ", ".join(f"{verdicts.count(k)} {k}" for k in ("present", "absent", "inconclusive") if k in verdicts)
+        lengths = sorted({int(c.length) for c in self.cells})
+        line = f"<LabResult models={self.models()!r} T={self.train_len} lengths={lengths} cells={len(self.cells)}"
+        line += f"; verdicts: {counts}" if counts else ""
+        return (line if len(line) < 279 else line[:276] + "...") + ">"
+
     def models(self) -> list[str]:
         """Model names in the order they ran."""
         names = [c.model for c in self.cells] + [f.model for f in self.fluency] + [c.model for c in self.copy]
