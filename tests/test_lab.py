@@ -144,7 +144,7 @@ def test_retraining_reproduces_the_recorded_first_steps(name):
     meta = json.loads((lab_folder(name) / "lminf_diag.json").read_text())
     s = meta["settings"]
     assert s["seed"] == lab_spec(name).seed
-    settings = TrainSettings(**{**s, "books": tuple(s["books"]), "repeat_span": tuple(s["repeat_span"])})
+    settings = TrainSettings(**{**s, "books": tuple(s["books"])})
     run = train_model(lab_spec(name), settings, stop_after=EXACT_STEPS)
     assert np.allclose(run.losses, meta["first_losses"], atol=1e-4), (
         run.losses[:3],
@@ -159,22 +159,6 @@ def test_lab_specs_cover_four_schemes_three_seeds_one_block():
     # the three rotary variants are one model class; only rotary_pct differs
     neox = {s.scheme: s.options.get("rotary_pct") for s in LAB_SPECS if s.model_class == "GPTNeoXForCausalLM"}
     assert neox == {"rope": 1.0, "rope_partial": 0.25, "none": 0.0}
-
-
-def test_training_repeats_copy_a_span_later_in_the_sequence():
-    """Each chosen sequence gets one span copied to a later, non-overlapping place; the rest is untouched."""
-    from lminf_diag.lab.train import with_repeats
-
-    batch = torch.arange(4 * 128).reshape(4, 128)  # all ids distinct: a copy is visible as a repeat
-    out = with_repeats(batch, TrainSettings(repeat_fraction=1.0), torch.Generator().manual_seed(3))
-    for row, orig in zip(out.tolist(), batch.tolist(), strict=True):
-        changed = [i for i in range(128) if row[i] != orig[i]]
-        assert 8 <= len(changed) <= 32 and changed == list(range(changed[0], changed[-1] + 1))
-        b, k = changed[0], len(changed)
-        a = orig.index(row[b])
-        assert row[b : b + k] == orig[a : a + k] and a + k <= b  # a verbatim earlier span, not overlapping
-    same = with_repeats(batch, TrainSettings(repeat_fraction=0.0), torch.Generator().manual_seed(3))
-    assert torch.equal(same, batch)
 
 
 def test_scheme_figures_average_seeds_and_verdicts_need_every_seed():
@@ -226,7 +210,7 @@ ROPE_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def rope_lab(tmp_path_factory):
+def rope_lab(tmp_path_factory, require_lab):
     """`diag lab` on lab-rope at 4x T over 4 windows (loss pass to 4x T, copy task at T/4 and 2T): the
     JSON payload, the run folder and stderr of a second, resumed run."""
     import contextlib
@@ -234,8 +218,7 @@ def rope_lab(tmp_path_factory):
 
     from lminf_diag.cli.main import main
 
-    if not lab_available("lab-rope"):
-        pytest.skip("lab weights not shipped")
+    require_lab("lab-rope")
     out = tmp_path_factory.mktemp("lab") / "run"
     argv = ["lab", *ROPE_ARGS, "--out", str(out), "--json"]
     stdout, err = io.StringIO(), io.StringIO()

@@ -29,7 +29,7 @@ and compared across position-encoding schemes in seconds.
 | architecture | `{meta.get("model_class")}`, {meta.get("n_params", "?")} parameters, scheme `{meta.get("scheme")}` |
 | vocabulary | bytes (257 ids: 0-255 and `<|endoftext|>`) |
 | training length | {meta.get("train_len")} tokens (bytes) |
-| data | {books} (bundled public-domain books); held out: {meta.get("held_out_book")}; in {s.get("repeat_fraction")} of the sequences one span of {s.get("repeat_span")} bytes recurs later in the sequence, so that context is worth using |
+| data | {books} (bundled public-domain books); held out: {meta.get("held_out_book")} |
 | recipe | {s.get("steps")} steps x {s.get("batch_size")} sequences, AdamW lr {s.get("lr")} (warm-up {s.get("warmup")}, cosine), weight decay {s.get("weight_decay")}, clip {s.get("grad_clip")}, seed {s.get("seed")}, {s.get("threads")} CPU threads, float32 |
 | final training loss | {meta.get("final_loss")} nats/byte (mean of the last 50 steps) |
 | held-out loss | {meta.get("held_out_nll")} nats/byte at the training length |

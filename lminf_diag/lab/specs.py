@@ -50,14 +50,11 @@ class TrainSettings:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 2  # CPU threads: part of what makes a re-run bit-identical
-    repeat_fraction: float = 0.5  # share of sequences in which one span of the text recurs later
-    repeat_span: tuple[int, int] = (8, 32)  # bytes of the recurring span (min, max)
     books: tuple[str, ...] = TRAIN_BOOKS
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["books"] = list(self.books)
-        data["repeat_span"] = list(self.repeat_span)
         return data
 
 

@@ -76,38 +76,6 @@ def with_bos(windows: Any) -> Any:
     return torch.cat([torch.full((windows.shape[0], 1), N_BYTES, dtype=windows.dtype), windows], 1)
 
 
-def with_repeats(batch: Any, settings: TrainSettings, gen: Any) -> Any:
-    """Copy one span of each chosen (B, L) sequence to a later place in it: context worth using.
-
-    Natural text at 128 bytes rewards only the last few bytes, so a small model trained on it
-    alone stays near trigram level and its loss stops falling with context after ~8 bytes. In a
-    share ``repeat_fraction`` of the sequences a span of ``repeat_span`` bytes recurs later in
-    the same sequence (at a distance up to L), as names and phrases recur in real text; the model
-    learns to look back for it, so in-range loss falls with context and the copy task measures
-    something. Deterministic given `gen`.
-
-    >>> import torch
-    >>> b = torch.arange(64).reshape(1, 64)
-    >>> out = with_repeats(b, TrainSettings(repeat_fraction=1.0), torch.Generator().manual_seed(0))
-    >>> int((out != b).sum()) > 0, out.shape
-    (True, torch.Size([1, 64]))
-    """
-    import torch
-
-    batch = batch.clone()
-    n, L = batch.shape
-    lo, hi = settings.repeat_span
-    chosen = torch.rand(n, generator=gen) < settings.repeat_fraction
-    for i in torch.nonzero(chosen).flatten().tolist():
-        k = int(torch.randint(lo, hi + 1, (1,), generator=gen))
-        if 2 * k > L:
-            continue
-        a = int(torch.randint(0, L - 2 * k + 1, (1,), generator=gen))  # source span [a, a+k)
-        b = int(torch.randint(a + k, L - k + 1, (1,), generator=gen))  # its recurrence [b, b+k)
-        batch[i, b : b + k] = batch[i, a : a + k]
-    return batch
-
-
 def lr_at(step: int, s: TrainSettings) -> float:
     """Linear warm-up, then cosine decay to ``lr * min_lr_ratio``.
 
@@ -183,8 +151,7 @@ def train_model(spec: LabSpec, settings: TrainSettings = TrainSettings(),
     L, losses, t0 = settings.train_len, [], time.perf_counter()
     for step in range(settings.steps if stop_after is None else min(stop_after, settings.steps)):
         starts = torch.randint(0, len(data) - L, (settings.batch_size,), generator=gen)
-        seqs = torch.stack([data[s : s + L] for s in starts.tolist()])  # (B, L)
-        batch = with_bos(with_repeats(seqs, settings, gen) if settings.repeat_fraction else seqs)  # (B, L+1)
+        batch = with_bos(torch.stack([data[s : s + L] for s in starts.tolist()]))  # (B, L+1)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, settings)
         logits = model(batch[:, :-1]).logits  # (B, L, V)
