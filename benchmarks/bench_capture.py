@@ -32,8 +32,8 @@ def run(s):
         if "{which}" == "plain":
             model.base_model(input_ids=ids)
         else:
-            from lminf_diag import capture
-            with capture(model, stride={stride}) as rec:
+            from lminf_diag import record
+            with record(model, stride={stride}) as rec:
                 model.base_model(input_ids=ids)
             rec.trace
 """

@@ -14,7 +14,7 @@ Every file is written to a temporary name and renamed into place, and a step is 
 
 Example:
     >>> import tempfile
-    >>> from tests.synthetic import make_trace
+    >>> from lminf_diag.synthetic import make_trace
     >>> out = tempfile.mkdtemp() + "/run"
     >>> run = RunDir(out, {"model": "synthetic", "length": 64})
     >>> run.has(trace_step("baseline"))
@@ -31,23 +31,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
-import platform
 import re
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from lminf_diag.capture.trace import Trace
 from lminf_diag.errors import RunDirectoryError
+from lminf_diag.util.atomic import atomic_dir, atomic_write_text
+from lminf_diag.util.jsonsafe import to_json_safe
+from lminf_diag.util.versions import git_hash, versions
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "lminf_diag.run"
 TRACES_DIR = "traces"
-_PACKAGES = ("lminf_diag", "torch", "transformers", "numpy", "pandas", "plotly", "scikit-learn", "scipy")
 
 
 def trace_step(label: str) -> str:
@@ -64,95 +62,36 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def versions() -> dict[str, str]:
-    """Installed versions of Python and the libraries a run depends on (without importing them).
-
-    >>> "python" in versions()
-    True
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def git_hash() -> str | None:
-    """The commit of the lminf_diag source tree (``+dirty`` if modified), or None; never raises.
-
-    >>> git_hash() is None or len(git_hash()) >= 7
-    True
-    """
-
-    def git(*args: str) -> str:
-        cwd = Path(__file__).resolve().parent
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True)
-        return done.stdout.strip()
-
-    try:
-        head, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    return f"{head}+dirty" if head and dirty else head or None
-
-
-def to_json_safe(obj: Any) -> Any:
-    """A copy of `obj` that `json.dumps(..., allow_nan=False)` accepts: NaN/inf become None,
-    tuples and sets lists, numpy scalars and arrays plain Python, paths strings.
-
-    >>> to_json_safe({"a": float("nan"), "b": (1, 2)})
-    {'a': None, 'b': [1, 2]}
-    """
-    if isinstance(obj, dict):
-        return {str(k): to_json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [to_json_safe(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    tolist = getattr(obj, "tolist", None)  # numpy scalars and arrays
-    if callable(tolist):
-        return to_json_safe(tolist())
-    return obj
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write `text` to a temporary file beside `path`, then rename it onto `path`.
-
-    >>> import tempfile
-    >>> atomic_write_text(tempfile.mkdtemp() + "/a.txt", "hi").read_text()
-    'hi'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _normalise(args: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(to_json_safe(args), sort_keys=True))
+
+
+def settings_hash(settings: dict[str, Any], digits: int = 6) -> str:
+    """A short, stable hash of a run's settings (key order and tuples vs lists do not matter).
+
+    >>> settings_hash({"n_global": 10, "layers": (0, 1)}) == settings_hash({"layers": [0, 1], "n_global": 10})
+    True
+    >>> settings_hash({"n_global": 10}) == settings_hash({"n_global": 100})
+    False
+    """
+    import hashlib
+
+    text = json.dumps(_normalise(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:digits]
+
+
+def run_folder_name(verb: str, model: str, length: int | None, windows: int | None, settings: dict[str, Any]) -> str:
+    """``<verb>-<model>-<length>-w<windows>-<hash of the settings>``: one folder per set of settings.
+
+    The same command resumes the same folder; any other setting (an ablation) gets its own.
+    `model` should already be folder-safe; empty parts are left out.
+
+    >>> name = run_folder_name("entropy", "lab-rope", 512, 16, {"n_global": 10})
+    >>> name.startswith("entropy-lab-rope-512-w16-"), len(name.rsplit("-", 1)[1])
+    (True, 6)
+    """
+    parts = [verb, model, "" if length is None else str(length), "" if windows is None else f"w{windows}"]
+    return "-".join([p for p in parts if p] + [settings_hash(settings)])
 
 
 def _protected(path: Path) -> bool:
@@ -297,18 +236,7 @@ class RunDir:
     def save_trace(self, label: str, trace: Trace, seconds: float | None = None) -> Path:
         """Save `trace` into traces/<label> (temp folder, then rename), then record its step."""
         self.start()
-        target = self._trace_dir(label)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        try:
-            trace.save(tmp)
-            os.chmod(tmp, 0o755)
-            if target.exists():  # left by a run that stopped before recording the step
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        target = atomic_dir(self._trace_dir(label), trace.save)  # replaces one left by an interrupted run
         self.mark_done(trace_step(label), seconds, label=label)
         return target
 

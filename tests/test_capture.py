@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lminf_diag import capture, lm_infinite
+from lminf_diag import lm_infinite, record
 from lminf_diag.capture.compare import run_trace
 from lminf_diag.errors import InvalidArgumentError
 
@@ -77,7 +77,7 @@ def test_statistics_match_dense_reference(family, mode):
     ids = _ids()
     dense = _dense(model, ids, mode)
     ctx = lm_infinite(model, n_global=N_GLOBAL, n_local=N_LOCAL, mode=mode) if mode else _nullctx()
-    with torch.no_grad(), ctx, capture(model, sink_tokens=2, profile_rows=[N - 1, 20]) as rec:
+    with torch.no_grad(), ctx, record(model, sink_tokens=2, profile_rows=[N - 1, 20]) as rec:
         model(ids)
     tr = rec.trace
     for li, (s, p) in enumerate(dense):
@@ -106,9 +106,9 @@ def test_capture_does_not_change_outputs_and_strided_rows_agree():
     base = model(ids).logits
     with lm_infinite(model, n_global=N_GLOBAL, n_local=N_LOCAL):
         patched = model(ids).logits
-        with capture(model) as full:
+        with record(model) as full:
             got = model(ids).logits
-        with capture(model, stride=4) as strided:
+        with record(model, stride=4) as strided:
             got2 = model(ids).logits
     assert (got - patched).abs().max().item() <= 1e-5
     assert torch.equal(got2, patched)
@@ -141,7 +141,7 @@ def test_no_hook_or_patch_left_after_exception_and_model_is_freed():
 
     before = (hooks(model), model.config._attn_implementation)
     with pytest.raises(RuntimeError, match="boom"):
-        with lm_infinite(model, n_global=2, n_local=8), capture(model, hidden_layers=[1]) as rec:
+        with lm_infinite(model, n_global=2, n_local=8), record(model, hidden_layers=[1]) as rec:
             model(ids)
             raise RuntimeError("boom")
     assert (hooks(model), model.config._attn_implementation) == before
@@ -155,9 +155,9 @@ def test_no_hook_or_patch_left_after_exception_and_model_is_freed():
 def test_capture_rejects_bad_layers_and_heads():
     model = tiny_model("llama")
     with pytest.raises(InvalidArgumentError, match=r"layers \[5\] out of range: this model has layers 0..1"):
-        with capture(model, layers=[5]):
+        with record(model, layers=[5]):
             pass
     with pytest.raises(InvalidArgumentError, match=r"heads \[9\] out of range"):
-        with capture(model, heads=[9]):
+        with record(model, heads=[9]):
             pass
     assert model.config._attn_implementation == "sdpa"

@@ -18,8 +18,7 @@ from lminf_diag.evaluate import DocumentPerplexityResult, perplexity_over_docume
 from lminf_diag.patch import current_spec, lm_infinite
 from lminf_diag.runs import RunDir
 
-from .test_passkey import small_tokenizer
-from .tiny import tiny_model
+from .tiny import small_tokenizer, tiny_model
 
 LENGTH = 48
 
@@ -226,7 +225,7 @@ def test_cli_ppl(tmp_path, folder, texts, capsys):
 
     from lminf_diag.cli.main import main
 
-    from .test_passkey import save_tiny_model
+    from .tiny import save_tiny_model
 
     model = save_tiny_model(tmp_path / "model", " ".join(texts.values()))
     (folder / "short.txt").write_text("The end.", encoding="utf-8")

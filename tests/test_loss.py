@@ -268,7 +268,7 @@ def test_shuffle_paragraphs_keeps_the_multiset():
 
 
 def test_shuffled_window_reads_the_same_paragraphs():
-    from .test_passkey import small_tokenizer
+    from .tiny import small_tokenizer
 
     text = "\n\n".join(f"Paragraph {i} says word{i} again and again." for i in range(40))
     tok = small_tokenizer(text)
@@ -298,7 +298,7 @@ def test_perplexity_by_position_over_windows_with_reference_and_control():
 
 
 def test_documents_with_recompute_and_control(tmp_path):
-    from .test_passkey import small_tokenizer
+    from .tiny import small_tokenizer
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -348,7 +348,7 @@ def test_documents_with_recompute_and_control(tmp_path):
 def test_cli_ppl_with_recompute_and_control(tmp_path, capsys):
     from lminf_diag.cli.main import main
 
-    from .test_passkey import save_tiny_model
+    from .tiny import save_tiny_model
 
     text = load_text("carroll-alice")[0][:6000]
     (tmp_path / "doc.txt").write_text(text, encoding="utf-8")

@@ -42,12 +42,10 @@ def _records(folder):
 
 
 @pytest.mark.parametrize("workers", [2])
-def test_lab_units_in_two_workers_write_the_files_a_serial_run_writes(tmp_path, workers):
-    from lminf_diag.lab.registry import lab_available
+def test_lab_units_in_two_workers_write_the_files_a_serial_run_writes(tmp_path, workers, require_lab):
     from lminf_diag.lab.run import LabSettings, run_lab
 
-    if not lab_available("lab-nope"):
-        pytest.skip("lab weights not shipped")
+    require_lab("lab-nope")
     s = LabSettings(models=("lab-nope",), seeds=1, multiples=(2,), windows=2, fluency_multiple=2,
                     copy_trials=2, copy_distances=(0.25,))
     serial = run_lab(s, tmp_path / "serial")

@@ -9,8 +9,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from lminf_diag.cli.progress import Progress
 from lminf_diag.errors import InvalidArgumentError
@@ -23,36 +21,14 @@ from lminf_diag.evaluate import (
     run_passkey,
     score_answer,
 )
-from lminf_diag.evaluate.passkey import FILLER, INSTRUCTION, NEEDLE, QUESTION, trial_depth
+from lminf_diag.evaluate.passkey import INSTRUCTION, NEEDLE, QUESTION, trial_depth
 from lminf_diag.evaluate.passkey_figures import train_len_boundary
 from lminf_diag.patch import current_spec
 from lminf_diag.runs import RunDir
 
-from .tiny import tiny_model
+from .tiny import save_tiny_model, small_tokenizer, tiny_model
 
 DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
-
-
-def small_tokenizer(extra_text: str = "", vocab: int = 128) -> PreTrainedTokenizerFast:
-    """A byte-free BPE (Metaspace, one token per digit) trained in memory; fits the tiny models' 128 ids."""
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)]
-    )
-    backend.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<unk>", "<s>"], initial_alphabet=list("0123456789\n.?")
-    )
-    corpus = [FILLER, INSTRUCTION, NEEDLE.format(key=12345), QUESTION, "0123456789", extra_text]
-    backend.train_from_iterator(corpus * 5, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="<s>", unk_token="<unk>"
-    )
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return small_tokenizer()
 
 
 def _n(tok, text: str) -> int:
@@ -328,13 +304,6 @@ def test_train_len_boundary():
 
 
 # ------------------------------------------------------------------ CLI
-
-
-def save_tiny_model(folder, extra_text: str = "") -> str:
-    """A tiny llama and the small tokenizer saved as a model folder that `load_model` reads."""
-    tiny_model("llama").save_pretrained(folder)
-    small_tokenizer(extra_text).save_pretrained(folder)
-    return str(folder)
 
 
 def test_cli_passkey_writes_report_and_resumes(tmp_path, capsys):

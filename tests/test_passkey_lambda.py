@@ -13,13 +13,7 @@ from lminf_diag.evaluate.passkey_figures import distance_edges
 from lminf_diag.evaluate.passkey_geometry import needle_distance, needle_inside, run_lambda
 from lminf_diag.evaluate.passkey_result import conditional_counts
 
-from .test_passkey import _needle_span, small_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return small_tokenizer()
-
+from .test_passkey import _needle_span
 
 # ------------------------------------------------------------------ random depths, counts
 

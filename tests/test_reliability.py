@@ -2,7 +2,7 @@
 safe by default, and the model comes back intact (and can be freed) after any exception.
 
 Not repeated here: pickle refusal in `load_model` (tests/test_models.py) and the plain
-`lm_infinite` + `capture` exception test (tests/test_capture.py).
+`lm_infinite` + `record` exception test (tests/test_capture.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from lminf_diag import capture, lm_infinite, patch, unpatch
+from lminf_diag import lm_infinite, patch, record, unpatch
 from lminf_diag.capture.compare import compare, run_trace
 from lminf_diag.capture.trace import ARRAY_FIELDS
 from lminf_diag.cli.main import main
@@ -310,7 +310,7 @@ def _freed(model_ref, *others) -> bool:
 
 
 def test_exception_inside_the_forward_restores_everything_and_frees():
-    """An error raised by a layer in the middle of the forward, under lm_infinite + capture with
+    """An error raised by a layer in the middle of the forward, under lm_infinite + record with
     hidden-state hooks: routing, hooks and implementation come back; model and trace can be freed."""
     model = tiny_model("llama")
     ids = _ids()
@@ -323,7 +323,7 @@ def test_exception_inside_the_forward_restores_everything_and_frees():
 
     handle = model.model.layers[1].mlp.register_forward_hook(boom)
     with pytest.raises(RuntimeError, match="boom in layer 1") as err:
-        with lm_infinite(model, n_global=2, n_local=8), capture(model, hidden_layers=[1, 2]) as rec:
+        with lm_infinite(model, n_global=2, n_local=8), record(model, hidden_layers=[1, 2]) as rec:
             model(ids)
     handle.remove()
     assert _state(model) == before
@@ -345,15 +345,15 @@ def test_exception_in_capture_keeps_a_persistent_patch():
     assert patched_state != before
 
     with pytest.raises(RuntimeError, match="boom"):
-        with capture(model, hidden_layers=[1]):
+        with record(model, hidden_layers=[1]):
             model(ids)
             raise RuntimeError("boom")
     assert current_spec(model) == spec and _state(model) == patched_state
     assert router_of(model).recorder is None
 
     with pytest.raises(InvalidArgumentError, match="already active"):  # a second capture is refused
-        with capture(model) as first:
-            with capture(model):
+        with record(model) as first:
+            with record(model):
                 pass
     assert current_spec(model) == spec and _state(model) == patched_state and first is not None
     with torch.no_grad():
@@ -373,7 +373,7 @@ def test_exception_in_nested_lm_infinite_restores_the_outer_settings():
         with pytest.raises(RuntimeError, match="inner"):
             with lm_infinite(model, n_global=0, n_local=4, mode="window") as inner:
                 assert current_spec(model) == inner
-                with capture(model):
+                with record(model):
                     model(ids)
                     raise RuntimeError("inner")
         assert current_spec(model) == outer and router_of(model).recorder is None

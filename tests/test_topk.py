@@ -223,16 +223,16 @@ def test_kernel_last_row_with_sparse_keys_and_a_chunk(mode, softcap):
 
 @torch.no_grad()
 def test_capture_with_top_k_is_refused_clearly():
-    from lminf_diag import capture
+    from lminf_diag import record
 
     model = tiny_model("llama")
     ids = _ids()
     with lm_infinite(model, n_global=N_GLOBAL, n_local=N_LOCAL, top_k=TOP_K, top_k_from_layer=0):
         with pytest.raises(InvalidArgumentError, match="top-k middle-token variant"):
-            with capture(model):
+            with record(model):
                 model(ids)
     with lm_infinite(model, n_global=N_GLOBAL, n_local=N_LOCAL, top_k=TOP_K, top_k_from_layer=1):
-        with capture(model, layers=[0]) as rec:  # layers below top_k_from_layer can be captured
+        with record(model, layers=[0]) as rec:  # layers below top_k_from_layer can be captured
             model(ids)
     assert rec.trace.entropy.shape[0] == 1
     assert model.config._attn_implementation == "sdpa" and current_spec(model) is None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 import transformers as tf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from lminf_diag.evaluate.passkey import FILLER, INSTRUCTION, NEEDLE, QUESTION
 
 COMMON = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
               max_position_embeddings=32)
@@ -93,3 +96,27 @@ def save_tiny_llama_folder(folder):
     tiny_model("llama").save_pretrained(folder)
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
     return folder
+
+
+def small_tokenizer(extra_text: str = "", vocab: int = 128) -> tf.PreTrainedTokenizerFast:
+    """A byte-free BPE (Metaspace, one token per digit) trained in memory; fits the tiny models' 128 ids."""
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<unk>", "<s>"], initial_alphabet=list("0123456789\n.?")
+    )
+    corpus = [FILLER, INSTRUCTION, NEEDLE.format(key=12345), QUESTION, "0123456789", extra_text]
+    backend.train_from_iterator(corpus * 5, trainer)
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="<s>", unk_token="<unk>"
+    )
+
+
+def save_tiny_model(folder, extra_text: str = "") -> str:
+    """A tiny llama and the small tokenizer saved as a model folder that `load_model` reads."""
+    tiny_model("llama").save_pretrained(folder)
+    small_tokenizer(extra_text).save_pretrained(folder)
+    return str(folder)

@@ -6,13 +6,16 @@ decoder layer), i = the output of decoder layer i (1-based).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 
 from ..errors import InvalidArgumentError
 
 
-def decoder_layers(model) -> torch.nn.ModuleList:
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The model's list of decoder blocks (the longest ModuleList in the base model)."""
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
     if not lists:
@@ -30,7 +33,8 @@ class HiddenHooks:
         (2, len(positions), hidden_size)
     """
 
-    def __init__(self, model, indices, positions: np.ndarray | None = None, stride: int = 1, offset: int = 0):
+    def __init__(self, model: torch.nn.Module, indices: Sequence[int], positions: np.ndarray | None = None,
+                 stride: int = 1, offset: int = 0):
         self.layers = decoder_layers(model)
         n = len(self.layers)
         bad = [i for i in indices if not 0 <= int(i) <= n]
@@ -41,7 +45,7 @@ class HiddenHooks:
         self.offset = int(offset)  # the forward's first token sits at this position (after a cached prefix)
         self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
         self.states: np.ndarray | None = None
-        self._handles: list = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _store(self, slot: int, tensor: torch.Tensor) -> None:
         h = tensor[0] if tensor.dim() == 3 else tensor  # (N', D), batch size 1, positions offset..
@@ -60,19 +64,19 @@ class HiddenHooks:
     def __enter__(self) -> HiddenHooks:
         for slot, idx in enumerate(self.indices):
             if idx == 0:
-                def pre(mod, args, kwargs, slot=slot):
+                def pre(mod: torch.nn.Module, args: tuple, kwargs: dict[str, Any], slot: int = slot) -> None:
                     x = args[0] if args else kwargs["hidden_states"]
                     self._store(slot, x)
 
                 self._handles.append(self.layers[0].register_forward_pre_hook(pre, with_kwargs=True))
             else:
-                def post(mod, args, out, slot=slot):
+                def post(mod: torch.nn.Module, args: tuple, out: Any, slot: int = slot) -> None:
                     self._store(slot, out[0] if isinstance(out, tuple) else out)
 
                 self._handles.append(self.layers[idx - 1].register_forward_hook(post))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()

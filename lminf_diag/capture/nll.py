@@ -6,14 +6,20 @@ applied chunk by chunk (16k tokens x 49k vocabulary would be 3.2 GB of logits at
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 
 from lminf_diag.devices import execution_device
 
+if TYPE_CHECKING:
+    from transformers import Cache, PreTrainedModel
 
-def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024, *, past_key_values=None,
-              keep_cache: int | None = None):
+
+def token_nll(model: PreTrainedModel, input_ids: torch.Tensor, chunk: int = 1024, *,
+              past_key_values: Cache | None = None,
+              keep_cache: int | None = None) -> np.ndarray | tuple[np.ndarray, Cache | None]:
     """nll (N,) float32 with nll[0] = NaN and nll[t] = -log p(x_t | x_<t), for batch size 1.
 
     `past_key_values`: a cache of the tokens before `input_ids` (nll[0] stays NaN: its context is
@@ -21,8 +27,13 @@ def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024, *, past_key_val
     KV cache of the first P tokens: `(nll, cache)`, or `(nll, None)` when the model's cache cannot
     be cropped (sliding-window layers).
 
-    Example:
-        >>> nll = token_nll(model, ids)        # doctest: +SKIP
+    Example (a tiny random-weight model):
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        ...                   num_attention_heads=2, num_key_value_heads=2)
+        >>> nll = token_nll(LlamaForCausalLM(cfg).eval(), torch.arange(10)[None], chunk=4)
+        >>> nll.shape, bool(np.isnan(nll[0])), bool(np.isfinite(nll[1:]).all())
+        ((10,), True, True)
     """
     head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
@@ -49,7 +60,7 @@ def token_nll(model, input_ids: torch.Tensor, chunk: int = 1024, *, past_key_val
     return nll, _cropped(cache, keep_cache)
 
 
-def _cropped(cache, length: int):
+def _cropped(cache: Any, length: int) -> Cache | None:
     """The cache cut to its first `length` tokens, or None when it cannot be (sliding layers)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer

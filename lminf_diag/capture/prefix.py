@@ -40,7 +40,7 @@ class Prefix:
         return copy.deepcopy(self.cache)
 
 
-def shared_length(patch: dict | None, n_tokens: int) -> int:
+def shared_length(patch: dict[str, Any] | None, n_tokens: int) -> int:
     """How many leading rows a patched run shares with the baseline (0: none worth sharing)."""
     if not patch or patch.get("top_k"):
         return 0

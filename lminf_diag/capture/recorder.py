@@ -1,4 +1,4 @@
-"""`capture`: record attention statistics and hidden states of one forward pass into a `Trace`.
+"""`record`: record attention statistics and hidden states of one forward pass into a `Trace`.
 
 The router sends every routed attention call to the kernel with a `StatsRequest` for the
 captured layers; the kernel reduces each block of rows to per-row statistics that land in the
@@ -8,9 +8,10 @@ numpy buffers here. Hooks and routing are removed on exit, also through an excep
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ import torch
 from ..attention.stats import StatsRequest, log_edges, pair_anchors, profile_grid
 from ..errors import InvalidArgumentError
 from ..patch.router import install, release_if_idle
+from ..util.versions import TRACE_PACKAGES, versions
 from .hidden import HiddenHooks, decoder_layers
 from .trace import Trace, TraceMeta
 
@@ -43,8 +45,8 @@ PROFILE_ROWS_BEYOND = 64  # profile rows spread over (T, n] by default
 def default_profile_rows(n: int, train_len: int | None = None) -> list[int]:
     """The last row, 4 spread over the sequence and, past `train_len`, 64 evenly spread over (T, n).
 
-    >>> len(default_profile_rows(16384, 8192))
-    69
+    >>> len(default_profile_rows(16384, 8192))  # n - 1 is both a spread row and the last row
+    68
     >>> default_profile_rows(64)
     [7, 15, 31, 47, 63]
     """
@@ -63,19 +65,10 @@ def profile_distances(n: int, train_len: int | None = None) -> np.ndarray:
     return grid
 
 
-def _versions() -> dict:
-    import transformers
-
-    from .. import __version__
-
-    return {"lminf_diag": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__}
-
-
 class Recorder:
     """Buffers filled by the kernel during capture; `trace` assembles them after the forward."""
 
-    def __init__(self, model, cfg: CaptureConfig):
+    def __init__(self, model: torch.nn.Module, cfg: CaptureConfig) -> None:
         self.model, self.cfg = model, cfg
         n_layers = len(decoder_layers(model))
         cfg_heads = getattr(model.config, "num_attention_heads", None) or getattr(model.config, "n_head", None)
@@ -135,7 +128,7 @@ class Recorder:
             rows=rows,
         )
 
-    def _write(self, slot: int, rows: slice, res: dict) -> None:
+    def _write(self, slot: int, rows: slice, res: dict[str, Any]) -> None:
         if res["entropy"].shape[0] != 1:
             raise InvalidArgumentError("capture records batch size 1; pass one sequence at a time.")
         hsel = self.heads
@@ -151,9 +144,9 @@ class Recorder:
 
     @property
     def trace(self) -> Trace:
-        """The recorded `Trace` (after a forward pass inside the capture)."""
+        """The recorded `Trace` (after a forward pass inside `record`)."""
         if not self.bufs:
-            raise InvalidArgumentError("nothing captured yet: run a forward pass inside `capture(model)`.")
+            raise InvalidArgumentError("nothing captured yet: run a forward pass inside `record(model)`.")
         L = len(self.layers)
         H = self.bufs["entropy"].shape[1]
         prof = np.full((L, H, len(self.rows_profile), len(self.grid)), np.nan, dtype=np.float32)
@@ -164,7 +157,7 @@ class Recorder:
         hid = self.hidden
         hidden = hid.states if hid is not None and hid.states is not None else np.zeros((0, 0, 0), np.float16)
         meta = TraceMeta(n_tokens=self.n, label=self.label, patch=self.patch_settings,
-                         sink_tokens=self.cfg.sink_tokens, versions=_versions(),
+                         sink_tokens=self.cfg.sink_tokens, versions=versions(TRACE_PACKAGES, python=False),
                          date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         return Trace(
             meta=meta,
@@ -185,9 +178,10 @@ class Recorder:
 
 
 @contextmanager
-def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: int = 1,
-            hidden_positions: int | None = None, sink_tokens: int = 4, profile_rows=None, stride: int = 1,
-            train_len: int | None = None, offset: int = 0):
+def record(model: torch.nn.Module, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
+           hidden_layers: Sequence[int] = (), *, hidden_stride: int = 1, hidden_positions: int | None = None,
+           sink_tokens: int = 4, profile_rows: Sequence[int] | None = None, stride: int = 1,
+           train_len: int | None = None, offset: int = 0) -> Iterator[Recorder]:
     """Record attention statistics (and hidden states) of the next forward pass.
 
     Works on the baseline model and under `lm_infinite` alike; statistics come from the same
@@ -195,10 +189,16 @@ def capture(model, layers=None, heads=None, hidden_layers=(), *, hidden_stride: 
     `offset` > 0: the forward pass reads only positions offset.. (after a KV cache of the first
     `offset` tokens); the trace has the full shapes, NaN (zero for hidden states) before `offset`.
 
-    Example:
-        >>> with capture(model, layers=[0, 1], hidden_layers=[1]) as rec:   # doctest: +SKIP
-        ...     model(ids)
-        >>> rec.trace.entropy.shape                                      # (layers, heads, positions)
+    Example (a tiny random-weight model):
+        >>> import torch
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        ...                   num_attention_heads=2, num_key_value_heads=2)
+        >>> model = LlamaForCausalLM(cfg).eval()
+        >>> with torch.no_grad(), record(model, layers=[0, 1], hidden_layers=[1]) as rec:
+        ...     _ = model(torch.arange(12)[None])
+        >>> rec.trace.entropy.shape  # (layers, heads, positions)
+        (2, 2, 12)
     """
     cfg = CaptureConfig(layers, heads, tuple(hidden_layers), hidden_stride, sink_tokens, profile_rows, stride,
                         train_len, offset)

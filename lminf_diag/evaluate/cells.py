@@ -32,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from lminf_diag.runs import RunDir, atomic_write_text, to_json_safe
+from lminf_diag.models.info import model_info
+from lminf_diag.runs import RunDir
+from lminf_diag.util.atomic import atomic_write_bytes, atomic_write_text
+from lminf_diag.util.jsonsafe import to_json_safe
 
 ProgressFactory = Callable[[int], Any]  # total steps -> an object with .step(name) and .skip(name, why)
 
@@ -44,20 +47,6 @@ def cell_name(key: str) -> str:
     'lambda_8192_tokens'
     """
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(key)).lstrip(".") or "cell"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class CellStore:
@@ -116,7 +105,7 @@ class CellStore:
         if array is not None:
             buf = io.BytesIO()
             np.save(buf, np.asarray(array), allow_pickle=False)
-            _atomic_write_bytes(self._path(key, ".npy"), buf.getvalue())
+            atomic_write_bytes(self._path(key, ".npy"), buf.getvalue())
         cell = {
             "settings": self.settings,
             "has_array": array is not None,
@@ -158,8 +147,6 @@ def model_train_len(model: Any) -> int | None:
     >>> model_train_len(object()) is None
     True
     """
-    from lminf_diag.models.info import model_info
-
     try:
         return model_info(model).train_len
     except Exception:  # a stand-in without a config: no training length

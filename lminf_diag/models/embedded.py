@@ -13,14 +13,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lminf_diag.errors import ModelNotFoundError
+from lminf_diag.util.atomic import atomic_dir
 
 METADATA_FILE = "lminf_diag.json"
 DEFAULT_MODEL = "smollm2-135m"
@@ -142,22 +141,8 @@ def build_cached(name: str, build_into: Callable[[Path], None]) -> Path:
     target = model_cache_path(name)
     if is_complete(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{uuid.uuid4().hex[:8]}-", dir=target.parent))
-    try:
-        build_into(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache folder is ordinary
-        if target.exists() and not is_complete(target):
-            shutil.rmtree(target, ignore_errors=True)  # leftover of an older, broken build
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not is_complete(target):  # another process did not win the race: a real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    # a complete target renamed into place by another process meanwhile wins; a broken one is replaced
+    return atomic_dir(target, build_into, keep=is_complete, prefix=f".{name}.tmp-{uuid.uuid4().hex[:8]}-")
 
 
 def write_metadata(folder: Path, **fields: object) -> None:

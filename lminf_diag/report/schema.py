@@ -12,7 +12,7 @@ Factors are `logit_explosion`, `entropy_growth`, `implicit_position`, `loss_brea
 sections (`merge_summary`).
 
 Example:
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> from lminf_diag.analyze import entropy_growth
     >>> p = results_payload("entropy", {"entropy": entropy_growth(make_comparison(n=256, train_len=64))}, {})
     >>> sorted(p["key_figures"][0])[:4], p["verdicts"][0]["factor"]
@@ -26,6 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lminf_diag.report.findings import short_window_note
+from lminf_diag.report.keyfigures import key_table, verdict_list
+
 CONFIG_KEYS = ("model", "text", "windows", "length", "train_len", "labels", "n_global", "n_local", "limit",
                "stride", "settings")
 
@@ -36,9 +39,6 @@ def results_payload(verb: str, results: Mapping[str, Any], meta: Mapping[str, An
     `{verb, config, versions, key_figures: [{figure, label, estimate, ci_low, ci_high, n, unit, section,
     ...}], verdicts: [{factor, label, verdict, section, ...}], findings: [str], sections: {section:
     {key_figures, verdicts, findings}}, meta}`; versions include `git`."""
-    from lminf_diag.report import key_table, verdict_list
-    from lminf_diag.report.findings import short_window_note
-
     versions = dict(meta.get("versions") or {})
     versions["git"] = meta.get("git") or "-"
     sections = {}
