@@ -42,7 +42,7 @@ class LabSettings:
     """What `run_lab` runs: which models, at which multiples of T, over how many windows."""
 
     models: tuple[str, ...] = tuple(scheme_names())  # a seed-0 name stands for its first `seeds` seeds
-    seeds: int = SEEDS  # training seeds per scheme: a scheme's verdict must hold for each
+    seeds: int | None = None  # training seeds per scheme (None: every shipped seed); verdicts need each
     multiples: tuple[int, ...] = (8, 32)
     fluency_multiple: int = 64  # the loss pass reads this many x T tokens
     windows: int = 16  # independent windows per cell (and per loss pass)
@@ -59,7 +59,7 @@ class LabSettings:
             lab_spec(name)
         if not self.models:
             raise InvalidArgumentError("no lab model given; the lab has: " + ", ".join(lab_names()))
-        if not 1 <= self.seeds <= SEEDS:
+        if self.seeds is not None and not 1 <= self.seeds <= SEEDS:
             raise InvalidArgumentError(f"seeds {self.seeds}: the lab ships 1 to {SEEDS} seeds per scheme")
         if not self.multiples or any(int(m) < 2 for m in self.multiples):
             raise InvalidArgumentError(f"multiples {self.multiples}: give at least one, each >= 2 (x T)")
@@ -84,13 +84,19 @@ class LabSettings:
         >>> LabSettings(models=("lab-rope", "lab-nope-s2"), seeds=2).run_models()
         ['lab-rope', 'lab-rope-s1', 'lab-nope-s2']
         """
+        from lminf_diag.lab.registry import lab_available
+
         out: list[str] = []
         for name in self.models:
             spec = lab_spec(name)
             if spec.seed:
                 out.append(name)
+                continue
+            seeded = [s.name for s in LAB_SPECS if s.base == name]
+            if self.seeds is None:  # every seed this installation ships (seed 0 at least)
+                out += [name] + [n for n in seeded[1:] if lab_available(n)]
             else:
-                out += [s.name for s in LAB_SPECS if s.base == name and s.seed < self.seeds]
+                out += seeded[: self.seeds]
         return list(dict.fromkeys(out))
 
     def copy_tokens(self, train_len: int) -> list[int]:
