@@ -141,3 +141,53 @@ def alibi_reference(q, k, v, slopes, scale, mode, n_local, n_global, limit, top_
         middle = (d[-1:] >= n_local) & ~far[-1:]
         s[..., -1:, :] = top_k_last_row(s[..., -1:, :], s_mid, middle, top_k)
     return (torch.softmax(s, -1) @ v).transpose(1, 2)
+
+
+def streaming_slots(i: int, n_global: int, n_local: int) -> list[int]:
+    """Token indices a StreamingLLM cache holds when token i is the current one: every token while
+    they fit in n_global + n_local, then the n_global first (sinks) and the n_local most recent."""
+    if i + 1 <= n_global + n_local:
+        return list(range(i + 1))
+    return list(range(n_global)) + list(range(i - n_local + 1, i + 1))
+
+
+def streaming_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
+    """Naive StreamingLLM (registered as "lminf_test_streaming"): for each query row, the cache it
+    would hold, positions assigned by slot (0..len-1), q and k rotated to those slot positions
+    in float64 from their raw (un-rotated) values, one dense softmax per row. Plain prefill only."""
+    q, k, v = query.double(), key.double(), value.double()
+    B, H, N, D = q.shape
+    g = H // k.shape[1]
+    k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    n_global, n_local = STATE["n_global"], STATE["n_local"]
+    inv_freq, rd, inter = STATE["rope"](module)
+    pos = torch.arange(N)
+    q_raw, k_raw = _rot(q, pos, inv_freq, rd, inter, inverse=True), _rot(k, pos, inv_freq, rd, inter, inverse=True)
+    scale = scaling if scaling is not None else 1 / math.sqrt(D)
+    out = torch.empty(B, H, N, v.shape[-1], dtype=torch.float64)
+    for i in range(N):
+        slots = torch.tensor(streaming_slots(i, n_global, n_local))
+        slot_pos = torch.arange(len(slots))
+        qi = _rot(q_raw[:, :, i : i + 1], slot_pos[-1:], inv_freq, rd, inter)
+        ks = _rot(k_raw[:, :, slots], slot_pos, inv_freq, rd, inter)
+        p = torch.softmax(qi @ ks.transpose(-1, -2) * scale, -1)
+        out[:, :, i : i + 1] = p @ v[:, :, slots]
+    return out.transpose(1, 2).contiguous().to(query.dtype), None
+
+
+AttentionInterface.register("lminf_test_streaming", streaming_attention)
+
+
+def streaming_alibi_reference(q, k, v, slopes, scale, n_global, n_local):
+    """Naive StreamingLLM with ALiBi: q, k, v (B, H, N, D); each row's bias -slope * (slot distance)
+    over the cache it would hold. Returns (B, N, H, D) float64."""
+    q, k, v = q.double(), k.double(), v.double()
+    B, H, N, D = q.shape
+    out = torch.empty(B, H, N, v.shape[-1], dtype=torch.float64)
+    for i in range(N):
+        slots = torch.tensor(streaming_slots(i, n_global, n_local))
+        dist = (len(slots) - 1 - torch.arange(len(slots))).double()  # slot distance to the query
+        s = q[:, :, i : i + 1] @ k[:, :, slots].transpose(-1, -2) * scale
+        s = s - slopes.double()[None, :, None, None] * dist
+        out[:, :, i : i + 1] = torch.softmax(s, -1) @ v[:, :, slots]
+    return out.transpose(1, 2)

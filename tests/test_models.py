@@ -156,7 +156,9 @@ def test_missing_path(tmp_path):
     assert str(missing) in str(err.value)
 
 
-def test_unknown_name_lists_embedded():
+def test_unknown_name_lists_embedded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a single word is a hub id too: never reach the network
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ModelNotFoundError, match="smollm2-135m"):
         load_model("definitely-not-a-model")
 

@@ -2,7 +2,7 @@
 
 The row's window is one contiguous run of cached keys, so it goes through the backend's fused
 attention as a single piece (no copy of the window's keys or values); the few far keys before
-the window (j < n_global, at the capped distance) are scored explicitly in fp32; both pieces
+the window (j < n_global, at the capped or cache-slot distance) are scored explicitly in fp32; both pieces
 merge exactly through their log-sum-exp. Same function as `kernel.explicit_attend` for that row.
 """
 
@@ -38,7 +38,10 @@ def decode_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos: torch.Tensor
     parts = [_piece(q, k[:, :, first:last], v[:, :, first:last], scaling)]  # window: (B,H,1,Dv), (B,H,1)
     fe = min(n_far, first)  # far keys lie before the window
     if fe > 0:
-        if plan.cap and rope is not None:
+        if plan.cap and rope is not None and plan.slots:  # keys stay, the query at its cache slot
+            qf = rope.move(q, qp, torch.clamp(qp, max=plan.limit)).float()
+            kf = k[:, :, :fe].float()
+        elif plan.cap and rope is not None:
             qf = rope.move(q, qp, plan.limit).float()
             kf = rope.move(k[:, :, :fe], k_pos[:fe], 0).float()
         else:

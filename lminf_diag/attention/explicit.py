@@ -62,6 +62,27 @@ class Columns:
         return self.q_pos[:, None] - torch.cat((self.far_pos, self.loc_pos))[None, :]
 
 
+def far_query_position(plan: Plan, q_pos: torch.Tensor):
+    """Where a capped plan moves the queries to score far keys: `limit`, or with `plan.slots` each
+    query's cache-slot position min(q_pos, limit) (the far keys then stay where they are).
+
+    >>> far_query_position(Plan(4, 2, True, 5, slots=True), torch.tensor([3, 5, 9])).tolist()
+    [3, 5, 5]
+    """
+    return torch.clamp(q_pos, max=plan.limit) if plan.slots else plan.limit
+
+
+def far_distance(plan: Plan, q_pos: torch.Tensor, far_pos: torch.Tensor) -> torch.Tensor | int:
+    """(nq, fe) distances at which a capped plan shows far keys (ALiBi bias), or the scalar `limit`.
+
+    >>> far_distance(Plan(4, 2, True, 5, slots=True), torch.tensor([9]), torch.tensor([0, 1])).tolist()
+    [[5, 4]]
+    """
+    if not plan.slots:
+        return plan.limit
+    return far_query_position(plan, q_pos)[:, None] - far_pos[None, :]
+
+
 def far_keys(plan: Plan, k_pos: torch.Tensor) -> int:
     """Number of leading keys that may be attended as far (global) keys."""
     if plan.n_local is None or plan.n_global == 0:
@@ -106,7 +127,7 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
     n_far = far_keys(plan, k_pos)
     kfT = kT[..., :n_far]
     capped = plan.cap and rope is not None and n_far > 0
-    if capped:
+    if capped and not plan.slots:  # slots: far keys stay at their own positions
         kfT = rope.move(k[:, :, :n_far], k_pos[:n_far], 0).float().transpose(-1, -2).reshape(G, D, n_far)
     neg_slopes = -alibi.float().to(dev).view(1, H, 1, 1) if alibi is not None else None
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
@@ -138,7 +159,8 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
         if fe:
             qf = qb
             if capped:
-                qf = (rope.move(q[:, :, a:b], q_pos[a:b], plan.limit).float() * scaling).reshape(G, g * nb, D)
+                qf = (rope.move(q[:, :, a:b], q_pos[a:b], far_query_position(plan, q_pos[a:b])).float()
+                      * scaling).reshape(G, g * nb, D)
             far = torch.bmm(qf, kfT[..., :fe])
             s = torch.cat((far, loc), -1) if s is None else torch.cat((far, loc), -1, out=s)
         else:
@@ -149,7 +171,7 @@ def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, ali
         if neg_slopes is not None:
             d = cols.distances().float()
             if plan.cap and fe:
-                d[:, :fe] = plan.limit
+                d[:, :fe] = far_distance(plan, cols.q_pos, cols.far_pos)
             s4.addcmul_(neg_slopes, d)  # bias -slope * distance
         _mask(s4, cols)
         p = bufs.get(1, G, g * nb, K)

@@ -95,7 +95,7 @@ def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tens
     n_far = 0 if plan.n_global == 0 else (n - w if plan.n_global is None else min(plan.n_global, n - w))
     capped = n_far and plan.cap and rope is not None
     k_far = k[:, :, :n_far].float()
-    if capped:
+    if capped and not plan.slots:  # slots: far keys stay, each query moves to min(i, limit)
         # q_cap . k_raw with q_cap = R(limit) q_raw equals q_raw . R(-limit) k_raw: move the few
         # far keys to position -limit once, and only undo each query block's own rotation
         k_far = rope.move(k[:, :, :n_far], torch.arange(n_far, device=q.device), -plan.limit)
@@ -115,7 +115,10 @@ def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tens
             parts.append((o_t, lse_t))
         fe = min(n_far, b - w)
         if fe > 0:
-            qf = rope.move(qb, q_pos[a - off : b - off], 0) if capped else qb.float()
+            qf = qb.float()
+            if capped:
+                qp = q_pos[a - off : b - off]
+                qf = rope.move(qb, qp, torch.clamp(qp, max=plan.limit) if plan.slots else 0)
             s = (qf.reshape(B, hkv, g, nb, D) @ k_far[..., :fe, :].transpose(-1, -2)).reshape(B, H, nb, fe)
             i = torch.arange(a, b, device=q.device)[:, None]
             s = (s * scaling).masked_fill(i - torch.arange(fe, device=q.device)[None, :] < w, float("-inf"))

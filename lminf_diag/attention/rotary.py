@@ -83,8 +83,36 @@ class RotaryOps:
         return self.apply(back, cos[n:], sin[n:])
 
 
+def _buffers(rotary_module: torch.nn.Module, layer_type: str | None):
+    """(inv_freq, attention_scaling) the module holds now for `layer_type`, or None if it has none."""
+    inv = getattr(rotary_module, f"{layer_type}_inv_freq", None) if layer_type else None
+    scale = getattr(rotary_module, f"{layer_type}_attention_scaling", None) if layer_type else None
+    inv = getattr(rotary_module, "inv_freq", None) if inv is None else inv
+    scale = getattr(rotary_module, "attention_scaling", None) if scale is None else scale
+    if not torch.is_tensor(inv) or scale is None:
+        return None
+    return inv, float(scale)
+
+
 def hf_table(rotary_module: torch.nn.Module, layer_type: str | None = None, gptj: bool = False) -> Table:
-    """Wrap a transformers rotary-embedding module (forward(x, position_ids[, layer_type]))."""
+    """Wrap a transformers rotary-embedding module (forward(x, position_ids[, layer_type])).
+
+    For modules that keep `inv_freq` and `attention_scaling` (every RoPE family but GPT-J), the
+    table is built from the values the module holds at call time, with the module's own formula
+    (fp32 angles pos * inv_freq, cos/sin times attention_scaling): the kernel runs after the
+    model's own rotary call, so a scaled or dynamic (NTK) table is read as the model used it, and
+    never changed by the kernel (calling a dynamic module's forward would reset or grow it).
+
+    Example:
+        >>> from transformers import LlamaConfig
+        >>> from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+        >>> rot = LlamaRotaryEmbedding(LlamaConfig(hidden_size=16, num_attention_heads=2))
+        >>> pos = torch.arange(5)
+        >>> cos, sin = hf_table(rot)(pos)
+        >>> want = rot(torch.zeros(1), pos[None])
+        >>> torch.equal(cos, want[0][0]) and torch.equal(sin, want[1][0])
+        True
+    """
     takes_layer_type = "layer_type" in inspect.signature(rotary_module.forward).parameters
 
     def table(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +120,12 @@ def hf_table(rotary_module: torch.nn.Module, layer_type: str | None = None, gptj
         if bool(neg.any()):
             cos, sin = table(pos.abs())
             return cos, torch.where(neg[:, None], -sin, sin)
+        held = None if gptj else _buffers(rotary_module, layer_type)
+        if held is not None:
+            inv, scale = held
+            freqs = pos.to(inv.device)[:, None].float() * inv.float()[None, :]  # (N, r/2)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            return (emb.cos() * scale).to(pos.device), (emb.sin() * scale).to(pos.device)
         buf = next(iter(rotary_module.buffers()), None)
         device = buf.device if buf is not None else pos.device
         if gptj:

@@ -12,6 +12,11 @@ reference code, used for passkey retrieval): the LAST query row of a call (the r
 the next token), in layers >= `top_k_from_layer`, also attends, per query head, to the `top_k`
 highest-scoring "middle" keys (neither local nor far), all seen at one distance
 `top_k_distance` (default n_local // 2). See `attention/middle.py`.
+
+Mode "streaming" (StreamingLLM, Xiao et al. 2023): the cache holds the n_global first tokens
+(sinks) and the n_local most recent ones, and positions are assigned by cache slot. A query at
+position i then sees its window at true distances and sink k at distance
+min(i, n_global + n_local - 1) - k (`Plan.slots`; `limit` is n_global + n_local - 1).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from dataclasses import asdict, dataclass
 
 from ..errors import InvalidArgumentError
 
-MODES = ("lambda", "mask_only", "cap_only", "window")
+MODES = ("lambda", "mask_only", "cap_only", "window", "streaming")
 MODE_HELP = {
     "lambda": "Λ-mask + distance cap (the LM-Infinite method)",
     "mask_only": "Λ-mask, far global keys at their true distances",
     "cap_only": "every key attended, keys beyond the window seen at distance `limit`",
     "window": "local window only, no global tokens",
+    "streaming": "StreamingLLM: n_global sink tokens + n_local recent ones, positions by cache slot",
 }
 
 
@@ -38,6 +44,8 @@ class Plan:
     cap:      far keys are seen at distance `limit` instead of their true distance.
     top_k:    the last query row also attends its top_k best "middle" keys (0 = off).
     top_k_distance: the distance at which those middle keys are seen (and scored).
+    slots:    (with cap) far key j is seen at distance min(i, limit) - j instead of `limit`: the
+              cache-slot positions of StreamingLLM (query moved to min(i, limit), keys unmoved).
     """
 
     n_local: int | None = None
@@ -46,6 +54,7 @@ class Plan:
     limit: int = 0
     top_k: int = 0
     top_k_distance: int = 0
+    slots: bool = False
 
     @property
     def is_full(self) -> bool:
@@ -112,6 +121,15 @@ class LambdaSpec:
             raise InvalidArgumentError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
         n_global = _check_int("n_global", n_global, 0)
         n_local = _check_int("n_local", train_len if n_local is None else n_local, 1)
+        if mode == "streaming":
+            if limit is not None and limit != n_global + n_local - 1:
+                raise InvalidArgumentError(
+                    f"streaming sees its sinks at their cache-slot distances, so it takes no limit (got "
+                    f"{limit}); leave limit unset (it is n_global + n_local - 1 = {n_global + n_local - 1})."
+                )
+            if top_k:
+                raise InvalidArgumentError("streaming has no top-k middle tokens: use top_k=0 with it.")
+            limit = max(1, n_global + n_local - 1)  # n_global = 0: no far key, the limit is unused
         limit = _check_int("limit", n_local if limit is None else limit, 1)
         top_k = _check_int("top_k", top_k, 0, "middle keys added per head of the last row; 0 = off")
         top_k_from_layer = _check_int("top_k_from_layer", top_k_from_layer, 0,
@@ -137,6 +155,8 @@ class LambdaSpec:
             return Plan(self.n_local, self.n_global, False, self.limit, **extra)
         if self.mode == "cap_only":
             return Plan(self.n_local, None, True, self.limit)
+        if self.mode == "streaming":
+            return Plan(self.n_local, self.n_global, True, self.limit, slots=True)
         return Plan(self.n_local, 0, False, self.limit, **extra)  # window: the middle is all beyond it
 
     def to_dict(self) -> dict:

@@ -8,15 +8,19 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..attention.method_spec import MethodSpec, split_name
+from ..attention.spec import LambdaSpec
 from ..devices import input_device
-from ..errors import NumericalError
+from ..errors import InvalidArgumentError, NumericalError
 from ..models import model_info, model_name
 from ..models.families import family_of
 from ..patch import lm_infinite
+from ..patch.methods import method as run_method
+from ..patch.methods import resolve_method
 from .comparison import Comparison
 from .nll import token_nll
 from .prefix import Prefix, merge_prefix, shared_length
-from .recorder import capture
+from .recorder import record
 from .trace import Trace
 from .windows import Replicate
 
@@ -52,27 +56,53 @@ def _check_finite(trace: Trace) -> None:
         raise NumericalError(f"NaN/inf loss at position {pos} ({trace.meta.label}); try dtype float32.")
 
 
-def run_trace(model, input_ids: torch.Tensor, *, label: str = "baseline", patch: dict | None = None,
-              layers=None, heads=None, hidden_layers=(), stride: int = 1, hidden_stride: int = 1,
+def _method_spec(model, method: str | MethodSpec, n: int, train_len: int | None) -> MethodSpec:
+    """A method name resolved for a window of n tokens (RoPE scaling: factor = n / training length)."""
+    if isinstance(method, MethodSpec):
+        return method
+    rope = split_name(method)[1]
+    return resolve_method(model, method, train_len=train_len, **({"target_len": n} if rope else {}))
+
+
+def run_trace(model, input_ids: torch.Tensor, *, label: str | None = None, patch: dict | None = None,
+              layers=None, heads=None, hidden_layers=(), stride: int | str = "auto", hidden_stride: int = 1,
               text_source: str = "", check_finite: bool = True, train_len: int | None = None,
               prefix: Prefix | None = None, keep_prefix: int = 0,
-              on_prefix: Callable[[Prefix], None] | None = None) -> Trace:
-    """One forward pass (baseline when `patch` is None) recording statistics, hidden states and NLL.
+              on_prefix: Callable[[Prefix], None] | None = None,
+              method: str | MethodSpec | None = None) -> Trace:
+    """One forward pass (baseline when `patch` and `method` are None) recording statistics, hidden
+    states and NLL.
+
+    `patch`: `lm_infinite` keyword arguments; or `method`: a method name or `MethodSpec` (see
+    `lminf_diag.method`; a RoPE scaling name without factor is scaled to this window's length).
+    The label defaults to the method's name ("baseline" without one); the trace's
+    `meta.extra["method"]` holds the method's settings.
 
     `train_len` overrides the model's training length recorded in the trace. `keep_prefix=P`
     (baseline): also keep the KV cache of the first P tokens and hand it, as a `Prefix`, to
     `on_prefix`. `prefix` (patched run): start from that cache and capture only the rows from P
     on; rows before P are the baseline's (see `capture.prefix`). Models whose cache cannot be cut
-    (sliding-window layers) or whose attention is replaced per module (ALiBi) run in full."""
+    (sliding-window layers) or whose attention is replaced per module (ALiBi) run in full.
+    `stride="auto"` (the default, as on the CLI) is `auto_stride(n)`."""
     info = model_info(model, train_len=train_len)
     t0 = time.perf_counter()
-    ctx = lm_infinite(model, **patch, train_len=info.train_len) if patch else _null()
     n = int(input_ids.shape[1])
-    resolved = {**patch, "n_local": patch.get("n_local") or info.train_len} if patch else None
+    if patch and method is not None:
+        raise InvalidArgumentError("give run_trace either patch= (LM-Infinite settings) or method=, not both.")
+    spec = _method_spec(model, method, n, info.train_len) if method is not None else None
+    if spec is not None:
+        ctx = run_method(model, spec)
+        # rows before n_local are the baseline's only when the RoPE table is the model's own
+        resolved = spec.attention.to_dict() if spec.attention is not None and spec.rope is None else None
+    else:
+        ctx = lm_infinite(model, **patch, train_len=info.train_len) if patch else _null()
+        resolved = {**patch, "n_local": patch.get("n_local") or info.train_len} if patch else None
+    label = label or (spec.name if spec is not None else "baseline")
+    stride = auto_stride(n) if stride == "auto" else stride
     share = shared_length(resolved, n) if prefix is not None and family_of(model).route != "module" else 0
     offset = share if share and share == prefix.length else 0
     cache = None
-    with ctx, capture(model, layers=layers, heads=heads, hidden_layers=hidden_layers, stride=stride,
+    with ctx, record(model, layers=layers, heads=heads, hidden_layers=hidden_layers, stride=stride,
                       hidden_stride=hidden_stride, train_len=info.train_len, offset=offset) as rec:
         if offset:
             tail = token_nll(model, input_ids[:, offset:], past_key_values=prefix.fresh_cache())
@@ -87,6 +117,10 @@ def run_trace(model, input_ids: torch.Tensor, *, label: str = "baseline", patch:
         nll[offset + 1 :] = tail[1:]
     trace.nll = nll
     trace.meta.label = label
+    if spec is None and trace.meta.patch:
+        spec = MethodSpec.from_lambda(LambdaSpec(**trace.meta.patch))
+    if spec is not None:
+        trace.meta.extra["method"] = spec.to_dict()
     trace.meta.model = model_name(model)
     trace.meta.text_source = text_source
     trace.meta.train_len = int(info.train_len or 0)
@@ -111,13 +145,19 @@ class _null:
 def compare(model, tokenizer=None, text=None, length: int | None = None, *, input_ids=None,
             modes: Sequence[str] = ("lambda",), baseline: bool = True, n_global: int = 10,
             n_local: int | None = None, limit: int | None = None, layers=None, heads=None,
-            hidden_layers=None, stride: int = 1, hidden_stride: int = 1, text_source: str = "",
-            progress: Callable[[str], None] | None = None, train_len: int | None = None) -> Comparison:
+            hidden_layers=None, stride: int | str = "auto", hidden_stride: int = 1, text_source: str = "",
+            progress: Callable[[str], None] | None = None, train_len: int | None = None,
+            method: str | MethodSpec | Sequence[str | MethodSpec] | None = None) -> Comparison:
     """Run the same token window baseline and patched; a `Comparison` of their traces.
+
+    `method`: one or more method names or `MethodSpec`s (see `lminf_diag.method`) run instead of
+    `modes`, each labelled by its name; names take their method's defaults (give a resolved
+    `MethodSpec` for other settings), RoPE scaling is scaled to the window's length.
 
     `text` is a string (tokenised to `length` tokens) or give `input_ids` (1, N) directly.
     `train_len` overrides the model's training length (the patch's default n_local, the capture's
     profile rows and bands, the traces' meta): a smaller one runs a pretend-T null.
+    `stride`: every stride-th query row is recorded; "auto" (default) is `auto_stride(length)`.
 
     Example:
         >>> cmp = compare(model, tok, text, 4096, n_global=10)          # doctest: +SKIP
@@ -133,19 +173,25 @@ def compare(model, tokenizer=None, text=None, length: int | None = None, *, inpu
     n_layers = model_info(model).n_layers
     if hidden_layers is None:
         hidden_layers = default_hidden_layers(n_layers)
-    runs = ([("baseline", None)] if baseline else []) + [
-        (m, dict(n_global=n_global, n_local=n_local, limit=limit, mode=m)) for m in modes
-    ]
+    if method is not None:
+        specs = [method] if isinstance(method, (str, MethodSpec)) else list(method)
+        n = int(input_ids.shape[1])
+        specs = [_method_spec(model, m, n, model_info(model, train_len=train_len).train_len) for m in specs]
+        runs = ([("baseline", None, None)] if baseline else []) + [(m.name, None, m) for m in specs]
+    else:
+        runs = ([("baseline", None, None)] if baseline else []) + [
+            (m, dict(n_global=n_global, n_local=n_local, limit=limit, mode=m), None) for m in modes
+        ]
     traces = {}
     held: list[Prefix] = []
     share = n_local or model_info(model, train_len=train_len).train_len or 0
-    for label, patch in runs:
+    for label, patch, spec in runs:
         if progress:
             progress(f"{label}: forward pass over {input_ids.shape[1]} tokens")
-        traces[label] = run_trace(model, input_ids, label=label, patch=patch, layers=layers, heads=heads,
+        traces[label] = run_trace(model, input_ids, label=label, patch=patch, method=spec, layers=layers, heads=heads,
                                   hidden_layers=hidden_layers, stride=stride, hidden_stride=hidden_stride,
                                   text_source=text_source, prefix=held[0] if held else None, train_len=train_len,
-                                  keep_prefix=share if patch is None and len(runs) > 1 else 0,
+                                  keep_prefix=share if label == "baseline" and len(runs) > 1 else 0,
                                   on_prefix=held.append)
     return Comparison(traces)
 

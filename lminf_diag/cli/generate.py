@@ -119,10 +119,7 @@ def run(args: argparse.Namespace) -> int:
     stream = options.human(args)
     with timed("loading model and text"):
         options.seed_everything(args.seed)
-        model, tok = load_model(
-            args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-            allow_pickle=args.allow_pickle,
-        )
+        model, tok = load_model(args.model, **options.load_kwargs(args))
         info = model_info(model, train_len=args.train_len)
         ids = prompt_ids(args, tok)
     if info.train_len is None and args.n_local is None and not args.baseline_only:

@@ -30,6 +30,7 @@ DEFAULT_MINUTES = 25  # per-step timings measured on 2 idle CPU cores, summed ov
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the verb."""
+    from lminf_diag.data import list_books
     from lminf_diag.lab.run import LabSettings
     from lminf_diag.lab.specs import lab_names
 
@@ -49,32 +50,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "when the cores are shared with other work (measured).",
         [
             "diag lab                                          # all four models, 8x and 32x T, 16 windows",
-            "diag lab --models lab-rope lab-nope --multiples 4 --windows 4 --fluency-multiple 8",
+            "diag lab --models lab-rope,lab-nope --multiples 4,8 --windows 4 --fluency-multiple 8",
             "diag lab --json > lab.json",
         ],
     )
     g = p.add_argument_group("lab")
     g.add_argument(
         "--models",
-        nargs="+",
-        choices=lab_names(),
+        action=options.CommaList,
+        type=options.comma_list(str, "lab models", tuple(lab_names())),
         default=list(d.models),
-        help="lab models to run (default the four schemes); a seed-0 name such as lab-rope runs its "
+        metavar="NAME[,NAME]",
+        help="lab models to run, comma-separated (default the four schemes); a seed-0 name such as lab-rope runs its "
         "first --seeds seeds, a seeded name such as lab-rope-s1 runs that model only",
     )
     g.add_argument(
         "--seeds",
         type=options.bounded_int(1, "seeds"),
-        default=d.seeds,
-        help=f"training seeds per scheme (default {d.seeds}, the most shipped): a scheme's verdict "
+        default=None,
+        help="training seeds per scheme (default: every seed shipped; up to 3): a scheme's verdict "
         "holds only when every seed agrees",
     )
     g.add_argument(
         "--multiples",
-        nargs="+",
-        type=options.bounded_int(2, "multiple of the training length"),
+        action=options.CommaList,
+        type=options.comma_list(options.bounded_int(2, "multiple of the training length"), "multiples of T"),
         default=list(d.multiples),
-        help=f"lengths as multiples of T (default {d.multiples})",
+        metavar="M[,M]",
+        help=f"lengths as multiples of T, comma-separated (default {','.join(map(str, d.multiples))})",
     )
     g.add_argument(
         "--windows",
@@ -90,10 +93,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--copy-distances",
-        nargs="+",
-        type=float,
+        action=options.CommaList,
+        type=options.comma_list(float, "copy-task distances"),
         default=list(d.copy_distances),
-        help=f"copy-task distances as multiples of T (default {d.copy_distances})",
+        metavar="D[,D]",
+        help=f"copy-task distances as multiples of T, comma-separated (default "
+        f"{','.join(map(str, d.copy_distances))})",
     )
     g.add_argument(
         "--fluency-multiple",
@@ -104,7 +109,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument(
         "--text",
         default=d.text,
-        help=f"bundled book or text file (default {d.text}, held out "
+        help=f"bundled book ({', '.join(list_books())}; `diag books`) or text file (default {d.text}, held out "
         "from training; shorter texts are repeated)",
     )
     g.add_argument(
@@ -150,7 +155,12 @@ def run(args: argparse.Namespace) -> int:
         copy_distances=tuple(args.copy_distances),
     )
     settings.check()
-    out = Path(args.out) if args.out else Path("runs") / "lab"
+    if args.out:
+        out = Path(args.out)
+    else:
+        from lminf_diag.runs import run_folder_name
+
+        out = Path("runs") / run_folder_name(VERB, "", None, settings.windows, settings.to_dict())
     run_dir = RunDir(out, {"task": VERB, **settings.to_dict()}, overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     options.seed_everything(args.seed)

@@ -1,8 +1,13 @@
 """``diag``: the entry point. Parses the verb, runs it, and turns bad input into one-line errors.
 
+Verbs are registered lazily: only the module of the verb being run is imported, the others
+appear in ``diag --help`` through the `VERBS` table. ``diag --help``, ``diag --version``,
+``diag models`` and ``diag books`` therefore never import torch, transformers or the analyzers.
+
 Exit codes: 0 success; 2 bad input (``error: <message>`` on stderr, no traceback: every
 `DiagError` and argparse's own errors); 1 a file could not be read or written; 130 interrupted
-(finished steps stay in the run folder, so the same command resumes).
+(finished steps stay in the run folder, so the same command resumes). A closed pipe
+(``diag models | head -1``) ends the command quietly.
 
 Example:
     >>> main(["models", "--json"])  # doctest: +SKIP
@@ -13,15 +18,32 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
 import sys
 from types import ModuleType
 
-VERBS = ("models", "generate", "entropy", "logits", "pca", "ppl", "passkey", "report", "lab")
-OPTIONAL = ("ppl", "passkey")  # owned by other modules; registered when present
+# verb -> the one-line summary of `diag --help` (each verb module's parser uses the same words)
+VERBS: dict[str, str] = {
+    "models": "list the embedded models and the supported model families",
+    "books": "list the bundled books (names for --text), their size and provenance",
+    "generate": "greedy continuation of a long prompt, baseline and patched, with tokens/s",
+    "entropy": "attention entropy vs tokens attended, baseline and patched",
+    "logits": "attention logits at unseen distances, baseline and patched",
+    "pca": "implicit absolute position in hidden states (PCA, probe)",
+    "ppl": "per-token loss vs position over several documents, baseline and patched",
+    "passkey": "passkey retrieval accuracy per length, baseline and patched, by the needle's place in the Λ",
+    "report": "all analyses in one HTML report (new run or saved run folders)",
+    "lab": "compare the OOD factors across position schemes on the lab models (about 25 minutes)",
+    "stream": "per-token loss over a text of any length (a million tokens), chunked, in flat memory",
+}
+OPTIONAL = ("ppl", "passkey", "stream")  # owned by other modules; registered when present
 
 EXAMPLES = [
     "diag models                                   # embedded models and supported families",
+    "diag books                                    # the bundled books (--text NAME)",
     "diag report                                   # smollm2-135m, 4 windows of 12288 tokens: the HTML report",
+    "diag entropy --model lab-rope --length 512    # quick: a lab model trained at 128 tokens",
     "diag entropy --length 4096 --out runs/alice-4k",
     "diag generate --length 12000 --max-new-tokens 40",
     "diag report runs/a runs/b --out runs/a-vs-b   # one page from saved runs",
@@ -30,22 +52,39 @@ EXAMPLES = [
 ]
 
 
+def verb_module(name: str) -> ModuleType | None:
+    """The module of one verb, or None for an optional verb that is not installed."""
+    module = f"lminf_diag.cli.{name}"
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if name in OPTIONAL and err.name == module:
+            return None
+        raise
+
+
 def verb_modules() -> dict[str, ModuleType]:
-    """The verb modules that exist, in help order (optional verbs skipped when missing)."""
-    out: dict[str, ModuleType] = {}
-    for name in VERBS:
-        module = f"lminf_diag.cli.{name}"
-        try:
-            out[name] = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if name in OPTIONAL and err.name == module:
-                continue
-            raise
-    return out
+    """Every verb module that exists, in help order (imports them all: slow, for tests and docs)."""
+    out = {name: verb_module(name) for name in VERBS}
+    return {name: module for name, module in out.items() if module is not None}
+
+
+def _verb_in(argv: list[str]) -> str | None:
+    """The verb named on the command line (the first word not starting with '-'), if known.
+
+    >>> _verb_in(["--json", "models"]), _verb_in(["--version"]), _verb_in(["nope"])
+    ('models', None, None)
+    """
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in VERBS else None
 
 
 def build_parser(modules: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:
-    """The top-level parser with one sub-parser per verb."""
+    """The top-level parser: a full sub-parser for each module in `modules`, a stub for the rest.
+
+    >>> sorted(build_parser({})._subparsers._group_actions[0].choices)[:3]
+    ['books', 'entropy', 'generate']
+    """
     from lminf_diag import __version__
     from lminf_diag.cli.options import examples_epilog
 
@@ -60,8 +99,11 @@ def build_parser(modules: dict[str, ModuleType] | None = None) -> argparse.Argum
     )
     parser.add_argument("--version", action="version", version=f"diag (lminf_diag) {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for module in modules.values():
-        module.add_parser(sub)
+    for name, summary in VERBS.items():
+        if name in modules:
+            modules[name].add_parser(sub)
+        else:  # listed in --help; its module is imported only when the verb runs
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -70,6 +112,29 @@ def _interrupted(args: argparse.Namespace) -> int:
     where = f"; {hint}" if hint else ""
     print(f"\ninterrupted{where}. Run the same command again to resume.", file=sys.stderr)
     return 130
+
+
+def _pipe_closed() -> int:
+    """The reader went away (``| head``): stop quietly, as command-line tools do."""
+    try:  # point stdout at /dev/null so the interpreter's final flush does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 0
+
+
+def _quiet_transformers() -> None:
+    """No download bars (our own progress lines say what happens), and no maximum-length reminders:
+    the toolkit runs past the training length on purpose."""
+    if "transformers" not in sys.modules and importlib.util.find_spec("transformers") is None:
+        return
+    from transformers.utils import logging as hf_logging
+
+    from lminf_diag.models.loader import silence_length_warnings
+
+    hf_logging.disable_progress_bar()
+    silence_length_warnings()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,28 +146,40 @@ def main(argv: list[str] | None = None) -> int:
     """
     from lminf_diag.errors import DiagError
 
-    modules = verb_modules()
-    parser = build_parser(modules)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # --help, --version, argparse errors (already printed)
-        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
-    if not args.verb:
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # our own progress lines say what is happening
-        return int(modules[args.verb].run(args) or 0)
-    except DiagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return _interrupted(args)
-    except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        verb = _verb_in(argv)
+        module = verb_module(verb) if verb else None
+        modules = {verb: module} if module is not None else {}
+        parser = build_parser(modules)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:  # --help, --version, argparse errors (already printed)
+            return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+        if not args.verb:
+            parser.print_help(sys.stderr)
+            return 2
+        if args.verb not in modules:  # an optional verb that is not installed
+            print(f"error: the verb {args.verb!r} is not available in this installation", file=sys.stderr)
+            return 2
+        try:
+            if args.verb not in ("models", "books"):
+                _quiet_transformers()
+            code = int(modules[args.verb].run(args) or 0)
+            sys.stdout.flush()
+            return code
+        except DiagError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return _interrupted(args)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    except BrokenPipeError:
+        return _pipe_closed()
 
 
 if __name__ == "__main__":

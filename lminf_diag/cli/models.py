@@ -26,8 +26,8 @@ POSITION_WORDS = {
 
 
 def _ready(entry: Any) -> bool:
-    from lminf_diag.models.embedded import is_complete, model_cache_path
     from lminf_diag.lab.registry import lab_available
+    from lminf_diag.models.embedded import is_complete, model_cache_path
 
     return lab_available(entry.name) if entry.shipped else is_complete(model_cache_path(entry.name))
 
@@ -38,10 +38,10 @@ def listing() -> dict[str, list[dict[str, Any]]]:
     >>> sorted(listing())
     ['embedded', 'supported', 'unsupported']
     """
+    from lminf_diag.lab.registry import lab_folder
     from lminf_diag.models import EMBEDDED
     from lminf_diag.models.embedded import DEFAULT_MODEL, model_cache_path
     from lminf_diag.models.families import known_families, supported_families
-    from lminf_diag.lab.registry import lab_folder
 
     embedded = [
         {

@@ -23,8 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from lminf_diag.attention.method_spec import METHOD_HELP, method_names
 from lminf_diag.attention.spec import MODE_HELP, MODES
-from lminf_diag.data import default_text
+from lminf_diag.cli.lists import CommaList, comma_list  # noqa: F401  (the one list syntax)
+from lminf_diag.data import default_text, list_books
 from lminf_diag.models.embedded import DEFAULT_MODEL
 
 DEFAULT_LENGTH = 12288  # 1.5x the embedded model's training length: 4 windows fit the 10-minute main job
@@ -107,15 +109,32 @@ def new_parser(subparsers: Any, name: str, summary: str, description: str, examp
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --dtype, --device, --trust-remote-code, --allow-pickle, --train-len."""
+    """--model, --revision, --token, --dtype, --device, --device-map, --trust-remote-code, --allow-pickle,
+    --assume-family, --train-len."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"embedded name, model folder, .gguf file or hub id org/name (default {DEFAULT_MODEL}; see `diag models`)",
+        help=f"embedded name, model folder, .gguf file or anything from_pretrained accepts (hub id org/name, "
+        f"gpt2) (default {DEFAULT_MODEL}; see `diag models`)",
+    )
+    g.add_argument("--revision", default=None, help="hub revision: branch, tag or commit (default: main)")
+    g.add_argument(
+        "--token", default=None, help="hub token for private or gated models (default: HF_TOKEN or the saved login)"
     )
     g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default float32 on CPU)")
     g.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    g.add_argument(
+        "--device-map",
+        default=None,
+        help="passed to from_pretrained as device_map, e.g. auto (needs accelerate); not with --device",
+    )
+    g.add_argument(
+        "--assume-family",
+        default=None,
+        metavar="FAMILY",
+        help="treat an unlisted model type as this listed family, e.g. llama (unchecked; see `diag models`)",
+    )
     g.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model folder's own code to run"
     )
@@ -132,14 +151,33 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The `load_model` keyword arguments the model options ask for.
+
+    >>> ns = argparse.Namespace(dtype=None, device=None, trust_remote_code=False, allow_pickle=False)
+    >>> sorted(load_kwargs(ns))
+    ['allow_pickle', 'assume_family', 'device', 'device_map', 'dtype', 'revision', 'token', 'trust_remote_code']
+    """
+    return {
+        "dtype": args.dtype,
+        "device": args.device,
+        "device_map": getattr(args, "device_map", None),
+        "revision": getattr(args, "revision", None),
+        "token": getattr(args, "token", None),
+        "trust_remote_code": args.trust_remote_code,
+        "allow_pickle": args.allow_pickle,
+        "assume_family": getattr(args, "assume_family", None),
+    }
+
+
 def add_text_options(p: argparse.ArgumentParser, min_length: int = 2) -> None:
     """--text, --length, --repeat."""
     g = p.add_argument_group("text")
     g.add_argument(
         "--text",
         default=default_text(),
-        help=f"bundled book name or path to a text file (default {default_text()}; bundled books: "
-        "see lminf_diag.data.list_books())",
+        help=f"bundled book name ({', '.join(list_books())}; `diag books` lists them) or path to a "
+        f"text file (default {default_text()})",
     )
     g.add_argument(
         "--length",
@@ -187,10 +225,11 @@ def add_patch_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--mode",
-        action="append",
-        choices=MODES,
+        action=CommaList,
+        type=comma_list(str, "patch modes", MODES),
         default=None,
-        help="patch mode, repeat for ablations (default lambda): "
+        metavar="MODE[,MODE]",
+        help="patch mode(s), comma-separated for ablations, e.g. lambda,cap_only (default lambda): "
         + "; ".join(f"{m}: {h}" for m, h in MODE_HELP.items()),
     )
     only = g.add_mutually_exclusive_group()
@@ -214,13 +253,24 @@ def add_capture_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_output_options(p: argparse.ArgumentParser, out: bool = True) -> None:
-    """--out, --overwrite (when `out`), --json, --seed."""
+    """--out, --overwrite, --plotlyjs (when `out`: the verb writes a run folder and an HTML page),
+    --json, --seed."""
     g = p.add_argument_group("output")
     if out:
         g.add_argument(
-            "--out", default=None, help="run folder to write (default runs/<verb>-<model>-<length>)"
+            "--out",
+            default=None,
+            help="run folder to write (default runs/<verb>-<model>-<length>-w<windows>-<hash of the other "
+            "settings>: the same command resumes it, other settings get their own folder)",
         )
         g.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+        g.add_argument(
+            "--plotlyjs",
+            choices=("inline", "cdn"),
+            default="inline",
+            help="inline (default): the HTML page embeds plotly.js and works offline; cdn: a small page "
+            "that loads plotly.js from the plotly CDN",
+        )
     g.add_argument(
         "--json", action="store_true", help="print a JSON summary on stdout (other text to stderr)"
     )
@@ -229,24 +279,67 @@ def add_output_options(p: argparse.ArgumentParser, out: bool = True) -> None:
     )
 
 
+def add_method_options(p: argparse.ArgumentParser) -> None:
+    """--method (repeatable, comma-separated), --rope-factor: rival long-context methods."""
+    g = p.add_argument_group("methods (rivals run through the same kernel)")
+    g.add_argument(
+        "--method",
+        action=CommaList,
+        type=comma_list(str, "methods", tuple(method_names())),
+        default=None,
+        metavar="NAME[,NAME]",
+        help="long-context method(s) to run next to the baseline, each a run labelled by its name "
+        "(with --mode, both sets run); --n-global/--n-local/--limit apply where the method has them "
+        "(streaming: --n-global sinks, --n-local recent tokens, default the training length minus the "
+        "sinks). Names: " + "; ".join(f"{m}: {h}" for m, h in METHOD_HELP.items())
+        + "; and <attention>+<rope>, e.g. lambda+dynamic",
+    )
+    g.add_argument(
+        "--rope-factor",
+        type=float,
+        default=None,
+        help="RoPE scaling factor of linear/dynamic/yarn/llama3 (default: --length / training length)",
+    )
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Everything an analysis verb (entropy, logits, pca, report) takes."""
     add_model_options(p)
     add_text_options(p)
     add_patch_options(p)
+    add_method_options(p)
     add_capture_options(p)
     add_output_options(p)
 
 
 def modes(args: argparse.Namespace) -> list[str]:
-    """The patch modes asked for, in order, without repeats (default ["lambda"])."""
-    return list(dict.fromkeys(getattr(args, "mode", None) or ["lambda"]))
+    """The patch modes asked for, in order, without repeats (default ["lambda"]; none when only
+    --method is given)."""
+    given = getattr(args, "mode", None)
+    if not given and getattr(args, "method", None):
+        return []
+    return list(dict.fromkeys(given or ["lambda"]))
+
+
+def methods(args: argparse.Namespace) -> list[str]:
+    """The --method names asked for, in order, without repeats.
+
+    >>> methods(argparse.Namespace(method=["streaming", "lambda+yarn"]))
+    ['streaming', 'lambda+yarn']
+    """
+    return list(dict.fromkeys(getattr(args, "method", None) or []))
 
 
 def labels(args: argparse.Namespace) -> list[str]:
-    """The runs to do: "baseline" unless --patched-only, then each mode unless --baseline-only."""
+    """The runs to do: "baseline" unless --patched-only, then each mode and each --method unless
+    --baseline-only.
+
+    >>> labels(argparse.Namespace(mode=None, method=["streaming", "yarn"]))
+    ['baseline', 'streaming', 'yarn']
+    """
     base = [] if getattr(args, "patched_only", False) else ["baseline"]
-    return base + ([] if getattr(args, "baseline_only", False) else modes(args))
+    runs = list(dict.fromkeys(modes(args) + methods(args)))
+    return base + ([] if getattr(args, "baseline_only", False) else runs)
 
 
 def resolve_windows(args: argparse.Namespace) -> int:
@@ -294,9 +387,21 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("._") or "model"
 
 
-def default_out(verb: str, model: str, length: int) -> Path:
-    """``runs/<verb>-<model>-<length>``."""
-    return Path("runs") / f"{verb}-{slug(model)}-{length}"
+def default_out(
+    verb: str, model: str, length: int | None, settings: dict[str, Any] | None = None, windows: int | None = None
+) -> Path:
+    """``runs/<verb>-<model>-<length>-w<windows>-<hash>``, the hash over the run's `settings` (those
+    `RunDir` compares): the same command resumes its folder, other settings get their own.
+    Without `settings`: ``runs/<verb>-<model>-<length>``.
+
+    >>> default_out("entropy", "lab-rope", 512, {"n_global": 10}, windows=16).name[:25]
+    'entropy-lab-rope-512-w16-'
+    """
+    if settings is None:
+        return Path("runs") / f"{verb}-{slug(model)}-{length}"
+    from lminf_diag.runs import run_folder_name
+
+    return Path("runs") / run_folder_name(verb, slug(model), length, windows, settings)
 
 
 def seed_everything(seed: int) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lminf_diag.cli import options
-from lminf_diag.cli.progress import Progress
+from lminf_diag.cli.progress import Progress, warn_short_window
 from lminf_diag.evaluate.passkey import DEFAULT_TRIALS
 
 VERB = "passkey"
@@ -95,7 +95,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "diag passkey --model lab-rope --lengths 256,512 --trials 10   # mechanics only: answers none",
             "diag passkey --lengths 2048,8192 --depths 0,0.5,1 --trials 30   # fixed depths, 10 prompts each",
             "diag passkey --haystack carroll-alice --patched-only",
-            "diag passkey --mode lambda --mode window --json > passkey.json",
+            "diag passkey --mode lambda,window --json > passkey.json",
             "diag passkey --top-k 5 --lengths 4096,16384    # + LM-Infinite with the top-5 middle tokens",
         ],
     )
@@ -118,7 +118,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument(
         "--haystack",
         default="filler",
-        help="'filler' (the reference sentences, default), a bundled book name or a text file",
+        help="'filler' (the reference sentences, default), a bundled book name (`diag books`) or a text file",
     )
     g.add_argument(
         "--max-new-tokens",
@@ -253,7 +253,6 @@ def run(args: argparse.Namespace) -> int:
     stream = options.human(args)
     labels = options.labels(args)
     haystack_sentences(args.haystack)  # a wrong book name fails before the model loads
-    out = Path(args.out) if args.out else options.default_out(VERB, args.model, max(args.lengths))
     settings = {
         "task": VERB,
         "model": args.model,
@@ -264,9 +263,11 @@ def run(args: argparse.Namespace) -> int:
         "max_new_tokens": args.max_new_tokens,
         **patch_args(args),
     }  # like --mode, --top-k is not a folder setting: its cells record it, so it can be added later
+    out = Path(args.out) if args.out else options.default_out(VERB, args.model, None, settings)
     run_dir = RunDir(out, settings, overwrite=args.overwrite)
     args.resume_hint = f"finished lengths are kept in {out} ({RUN_FILE})"
     model, tok, info = load(args)
+    warn_short_window(max(args.lengths), info.train_len, "longest prompt", "--lengths")
     result = run_passkey(
         model,
         tok,

@@ -26,7 +26,9 @@ from lminf_diag.cli import options
 from lminf_diag.cli.progress import Progress, timed
 from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError
-from lminf_diag.runs import RUN_FILE, RunDir, atomic_write_text, to_json_safe, trace_step
+from lminf_diag.runs import RUN_FILE, RunDir, trace_step
+from lminf_diag.util.atomic import atomic_write_text
+from lminf_diag.util.jsonsafe import to_json_safe
 
 Analyzer = Callable[..., dict]  # (Replicate, **loss references) -> {section: AnalysisResult}
 
@@ -59,10 +61,7 @@ def load_session(args: argparse.Namespace) -> Session:
     texts = options.window_texts(args)
     load_text(texts[0])
     options.seed_everything(args.seed)
-    model, tok = load_model(
-        args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-        allow_pickle=args.allow_pickle,
-    )
+    model, tok = load_model(args.model, **options.load_kwargs(args))
     info = model_info(model, train_len=args.train_len)
     if info.train_len is None and getattr(args, "n_local", None) is None:
         raise InvalidArgumentError(
@@ -76,12 +75,9 @@ def load_session(args: argparse.Namespace) -> Session:
 
 def warn_short_window(length: int, train_len: int | None) -> None:
     """Say on stderr when the window does not go past the training length (nothing to diagnose)."""
-    if train_len and length <= train_len:
-        print(
-            f"warning: the window ({length} tokens) is within the training length ({train_len}); the "
-            f"breakdown only shows past it: use --length above {train_len} (--repeat for a short text).",
-            file=sys.stderr,
-        )
+    from lminf_diag.cli.progress import warn_short_window as warn
+
+    warn(length, train_len)
 
 
 def patch_settings(args: argparse.Namespace, mode: str, train_len: int | None) -> dict[str, Any]:
@@ -94,6 +90,27 @@ def patch_settings(args: argparse.Namespace, mode: str, train_len: int | None) -
     }
 
 
+def method_of(args: argparse.Namespace, label: str, model: Any, train_len: int | None, n_tokens: int) -> Any:
+    """The `MethodSpec` of a --method label (None for the baseline and --mode labels): the method's
+    defaults, with --n-global/--n-local/--limit where it has them and --rope-factor (default: the
+    window's length / training length) where it scales RoPE."""
+    if label == "baseline" or label not in options.methods(args) or label in (getattr(args, "mode", None) or []):
+        return None
+    from lminf_diag.attention.method_spec import split_name
+    from lminf_diag.patch.methods import resolve_method
+
+    attn, rope = split_name(label)
+    settings: dict[str, Any] = {}
+    if attn:
+        settings.update(n_global=args.n_global, n_local=args.n_local)
+        if attn != "streaming":
+            settings["limit"] = args.limit
+    if rope:
+        factor = getattr(args, "rope_factor", None)
+        settings.update({"factor": factor} if factor is not None else {"target_len": n_tokens})
+    return resolve_method(model, label, train_len=train_len, **settings)
+
+
 def capture_trace(session: Session, args: argparse.Namespace, label: str, stride: int, window: int = 0,
                   prefix: Any = None, on_prefix: Any = None):
     """One forward pass of `label` ("baseline" or a mode) over window `window`, recording everything
@@ -104,9 +121,10 @@ def capture_trace(session: Session, args: argparse.Namespace, label: str, stride
     info, model = session.info, session.model
     where, ids = session.windows[window]
     ids = ids.to(input_device(model))
-    patch = None if label == "baseline" else patch_settings(args, label, info.train_len)
+    spec = method_of(args, label, model, info.train_len, int(ids.shape[1]))
+    patch = None if label == "baseline" or spec is not None else patch_settings(args, label, info.train_len)
     share = (args.n_local or info.train_len or 0) if on_prefix is not None else 0
-    trace = run_trace(model, ids, label=label, patch=patch, layers=args.layers,
+    trace = run_trace(model, ids, label=label, patch=patch, method=spec, layers=args.layers,
                       hidden_layers=default_hidden_layers(info.n_layers), stride=stride,
                       hidden_stride=stride, text_source=where.text, train_len=info.train_len,
                       prefix=prefix, keep_prefix=share, on_prefix=on_prefix)
@@ -173,6 +191,7 @@ def record_args(args: argparse.Namespace, stride: int) -> dict[str, Any]:
         "dtype": args.dtype,
         "train_len": args.train_len,
         "seed": args.seed,
+        **({"rope_factor": args.rope_factor} if getattr(args, "rope_factor", None) is not None else {}),
     }
 
 
@@ -271,11 +290,13 @@ def write_outputs(
     (`results_payload`, merged with other verbs' sections of the same folder), the verdict and
     key-figure tables, the findings, and this verb's JSON on stdout with --json."""
     from lminf_diag.report import build_report, format_table, format_verdicts, key_table, verdict_list
+    from lminf_diag.report.page import plotlyjs
     from lminf_diag.report.schema import merge_summary, results_payload
 
     stream = options.human(args)
     with timed(f"writing {verb}.html", sys.stderr):
-        html = build_report(results, meta, out / f"{verb}.html", title=title)
+        with plotlyjs(getattr(args, "plotlyjs", "inline")):
+            html = build_report(results, meta, out / f"{verb}.html", title=title)
     payload = results_payload(verb, results, meta)
     payload["report"] = html.name
     summary_path = out / "summary.json"
@@ -304,8 +325,9 @@ def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
     """The whole verb: run folder, captures over every window (resumable), analysis, report, summary."""
     t0 = time.perf_counter()
     stride = options.resolve_stride(args.stride, args.length)
-    out = Path(args.out) if args.out else options.default_out(verb, args.model, args.length)
-    run = RunDir(out, record_args(args, stride), overwrite=args.overwrite)
+    record = record_args(args, stride)
+    out = Path(args.out) if args.out else options.default_out(verb, args.model, args.length, record, record["windows"])
+    run = RunDir(out, record, overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     traces = capture_all(args, run, options.human(args))
     refs = {}

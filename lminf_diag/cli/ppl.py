@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from lminf_diag.cli import options
-from lminf_diag.cli.progress import Progress, timed
+from lminf_diag.cli.progress import Progress, timed, warn_short_window
 
 VERB = "ppl"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the verb."""
+    from lminf_diag.data import list_books
     from lminf_diag.evaluate.documents import DEFAULT_DOCUMENTS
 
     p = options.new_parser(
@@ -50,8 +51,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Writes <out>/ppl.html and <out>/summary.json; repeating the command resumes.",
         [
             "diag ppl                                         # 3 bundled books, 16384 tokens, baseline + lambda",
-            "diag ppl --docs carroll-alice my_texts/ --length 32768 --baseline-max-length 16384",
-            "diag ppl --mode lambda --mode window --n-global 100 --out runs/ppl-ablation",
+            "diag ppl --docs carroll-alice,my_texts/ --length 32768 --baseline-max-length 16384",
+            "diag ppl --mode lambda,window --n-global 100 --out runs/ppl-ablation",
             "diag ppl --patched-only --json > ppl.json",
             "diag ppl --recompute --control shuffled --length 12288   # + in-distribution reference, control",
         ],
@@ -60,11 +61,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("documents")
     g.add_argument(
         "--docs",
-        nargs="+",
-        metavar="DOC",
+        action=options.CommaList,
+        type=options.comma_list(str, "documents"),
+        metavar="DOC[,DOC]",
         default=list(DEFAULT_DOCUMENTS),
-        help="bundled book names, text files, or folders (every .txt inside) "
-        f"(default: {' '.join(DEFAULT_DOCUMENTS)}); documents shorter than --length are skipped",
+        help=f"comma-separated bundled book names ({', '.join(list_books())}; `diag books`), text files, or "
+        f"folders (every .txt inside) (default: {','.join(DEFAULT_DOCUMENTS)}); documents shorter than "
+        "--length are skipped",
     )
     g.add_argument(
         "--length",
@@ -83,7 +86,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--smooth",
         type=options.bounded_int(1, "moving-average window in tokens"),
         default=None,
-        help="moving-average window of the curves (default length // 32, at most 256)",
+        help="moving-average window of the curves (default: the training length / 16)",
     )
     g.add_argument(
         "--recompute",
@@ -118,13 +121,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     with timed("loading model", sys.stderr):
         options.seed_everything(args.seed)
-        model, tok = load_model(
-            args.model,
-            dtype=args.dtype,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
-            allow_pickle=args.allow_pickle,
-        )
+        model, tok = load_model(args.model, **options.load_kwargs(args))
     info = model_info(model, train_len=args.train_len)
     if info.train_len is None and args.n_local is None:
         raise InvalidArgumentError(
@@ -206,7 +203,6 @@ def run(args: argparse.Namespace) -> int:
     stream = options.human(args)
     labels = options.labels(args)
     resolve_documents(args.docs)  # a wrong name fails before the model loads
-    out = Path(args.out) if args.out else options.default_out(VERB, args.model, args.length)
     settings = {
         "task": VERB,
         "model": args.model,
@@ -218,9 +214,11 @@ def run(args: argparse.Namespace) -> int:
     }
     # --recompute and --control are not run settings: their cells carry their own (stride, seed), so
     # adding them to a finished run computes only what is new
+    out = Path(args.out) if args.out else options.default_out(VERB, args.model, args.length, settings)
     run_dir = RunDir(out, settings, overwrite=args.overwrite)
     args.resume_hint = f"finished documents are kept in {out} ({RUN_FILE})"
     model, tok, info = load(args)
+    warn_short_window(args.length, info.train_len, "documents' length")
     result = perplexity_over_documents(
         model,
         tok,

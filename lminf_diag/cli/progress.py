@@ -113,3 +113,36 @@ def timed(name: str, stream: TextIO | None = None, clock: Callable[[], float] = 
         file=stream if stream is not None else sys.stderr,
         flush=True,
     )
+
+
+def short_window_warning(
+    length: int, train_len: int | None, what: str = "window", option: str = "--length"
+) -> str | None:
+    """The warning line for a run that never goes past the training length, or None.
+
+    >>> print(short_window_warning(2048, 8192))  # doctest: +NORMALIZE_WHITESPACE
+    warning: the window (2048 tokens) does not exceed the training length (8192): nothing is out of
+    distribution, so no breakdown can show. Use --length above 8192, a pretend training length
+    (--train-len 1024 with --length 2048), or the quick path on a lab model trained at 128 tokens
+    (--model lab-rope --length 512).
+    >>> short_window_warning(16384, 8192) is None
+    True
+    """
+    if not train_len or length > train_len:
+        return None
+    pretend = max(2, length // 2)
+    return (
+        f"warning: the {what} ({length} tokens) does not exceed the training length ({train_len}): nothing "
+        f"is out of distribution, so no breakdown can show. Use {option} above {train_len}, a pretend "
+        f"training length (--train-len {pretend} with {option} {length}), or the quick path on a lab model "
+        f"trained at 128 tokens (--model lab-rope {option} 512)."
+    )
+
+
+def warn_short_window(
+    length: int, train_len: int | None, what: str = "window", option: str = "--length", stream: TextIO | None = None
+) -> None:
+    """Print `short_window_warning` on stderr (before the run starts) when it applies."""
+    line = short_window_warning(length, train_len, what, option)
+    if line:
+        print(line, file=stream or sys.stderr, flush=True)

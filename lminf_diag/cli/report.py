@@ -62,12 +62,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "size), each for the baseline and every --mode; finished cells are kept in the run folder.",
         [
             "diag report                                     # smollm2-135m, 4 windows x 12288 tokens, lambda",
-            "diag report --mode lambda --mode cap_only --recompute --control shuffled   # + ablation, references",
+            "diag report --mode lambda,cap_only --recompute --control shuffled   # + ablation, references",
             "diag report --train-len 1024 --length 2048      # pretend-T null: factors 1-2 must not read present",
-            "diag report runs/report-smollm2-135m-12288      # rebuild from a saved run",
+            "diag report runs/report-smollm2-135m-12288-w4-<hash>   # rebuild from a saved run",
             "diag report runs/a runs/b --out runs/a-vs-b     # several runs in one page",
             "diag report --passkey-lengths 4096,8192,16384 --passkey-depths 0,0.5,1   # + passkey retrieval",
-            "diag report --docs carroll-alice bryant-stories --baseline-max-length 12288  # + loss over documents",
+            "diag report --docs carroll-alice,bryant-stories --baseline-max-length 12288  # + loss over documents",
             "diag report --decode-contexts 4096,8192 --decode-steps 16   # + decoding latency and KV cache",
         ],
     )
@@ -109,10 +109,12 @@ def add_extra_options(p: argparse.ArgumentParser) -> None:
     add_trials_option(g, "--passkey-", dest="passkey_trials")
     g.add_argument(
         "--docs",
-        nargs="+",
-        metavar="DOC",
+        action=options.CommaList,
+        type=options.comma_list(str, "documents"),
+        metavar="DOC[,DOC]",
         default=None,
-        help="add the loss over documents at --length tokens: bundled book names, text files or folders "
+        help="add the loss over documents at --length tokens: comma-separated bundled book names (`diag "
+        "books`), text files or folders "
         "(every .txt inside), as `diag ppl`; documents shorter than --length are skipped",
     )
     g.add_argument(
@@ -350,8 +352,9 @@ def run_with_extras(args: argparse.Namespace) -> int:
     if args.docs:
         resolve_documents(args.docs)  # a wrong name fails before anything runs
     stride = options.resolve_stride(args.stride, args.length)
-    out = Path(args.out) if args.out else options.default_out(VERB, args.model, args.length)
-    run = RunDir(out, record_args(args, stride), overwrite=args.overwrite)
+    record = record_args(args, stride)
+    out = Path(args.out) if args.out else options.default_out(VERB, args.model, args.length, record, record["windows"])
+    run = RunDir(out, record, overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     traces = capture_all(args, run, options.human(args))
     refs = {}

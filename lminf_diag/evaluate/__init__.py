@@ -2,6 +2,7 @@
 
 run_passkey                 accuracy of retrieving a key hidden at a depth, per length and mode
 perplexity_over_documents   per-token loss vs position, mean and spread over several documents
+stream_loss                 per-token loss over a text of any length, chunked, in flat memory
 
 Both return AnalysisResult objects (summary(), to_frame(), figures()) and resume from a run folder.
 
@@ -23,6 +24,8 @@ from lminf_diag.evaluate.passkey import (
     score_answer,
 )
 from lminf_diag.evaluate.passkey_run import PasskeyResult, PasskeyTrial, run_passkey
+from lminf_diag.evaluate.stream import stream_ids, stream_loss
+from lminf_diag.evaluate.stream_result import StreamResult
 
 __all__ = [
     "DEFAULT_DOCUMENTS",
@@ -37,4 +40,7 @@ __all__ = [
     "resolve_documents",
     "run_passkey",
     "score_answer",
+    "StreamResult",
+    "stream_ids",
+    "stream_loss",
 ]

@@ -185,7 +185,7 @@ def perplexity_over_documents(
     `lm_infinite(model, n_global, n_local, limit, mode=m)`.
     baseline_max_length: run the baseline on the first that many tokens only (it is slow and
     degenerate far past the training length); `result.capped_at["baseline"]` records it.
-    smooth: moving-average window of the curves (default length // 32, at most 256).
+    smooth: moving-average window of the curves (default T / 16, `analyze.perplexity.smooth_window`).
     train_len: the training length (default: read from the model), the default of n_local and
     the unit of the position ranges of the key figures.
     run_dir: a `RunDir` or folder path; each (mode, document) is saved and reused on rerun.

@@ -7,7 +7,15 @@ Example:
 """
 
 from lminf_diag.models.embedded import EMBEDDED, EmbeddedModel, cache_dir, embedded_path, register_embedded
-from lminf_diag.models.families import FamilySpec, family_of, find_family, supported_families
+from lminf_diag.models.families import (
+    FamilySpec,
+    alias_family,
+    family_of,
+    find_family,
+    register_family,
+    supported_families,
+    unregister_family,
+)
 from lminf_diag.models.info import ModelInfo, model_info
 from lminf_diag.models.loader import load_model, model_name
 
@@ -24,5 +32,8 @@ __all__ = [
     "model_info",
     "model_name",
     "register_embedded",
+    "register_family",
+    "alias_family",
+    "unregister_family",
     "supported_families",
 ]

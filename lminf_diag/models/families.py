@@ -113,6 +113,95 @@ _FAMILIES: tuple[FamilySpec, ...] = (
 _BY_TYPE: dict[str, FamilySpec] = {spec.model_type: spec for spec in _FAMILIES}
 
 
+_REGISTERED: list[FamilySpec] = []  # rows added at run time by register_family (unchecked)
+
+
+def register_family(
+    model_type: str,
+    position: str,
+    route: str = "interface",
+    rotary_module: str | None = "model.rotary_emb",
+    train_len_keys: tuple[str, ...] = _MPE,
+    note: str = "",
+) -> FamilySpec:
+    """Add (or replace) a row for an unlisted relative-position architecture; returns it.
+
+    The fields are those of the table (see the module docstring). Nothing about the model is
+    checked: a wrong `position` or `route` gives wrong results silently, so a warning says so.
+    For a model built like a listed family, ``load_model(..., assume_family="llama")`` (CLI
+    ``--assume-family llama``) copies that family's row instead.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     spec = register_family("my_llama", "rope", note="a Llama with another name")
+        >>> family_of("my_llama").rotary_module
+        'model.rotary_emb'
+        >>> unregister_family("my_llama")
+    """
+    import warnings
+
+    from lminf_diag.errors import InvalidArgumentError
+
+    if position not in POSITION_KINDS or position == "absolute":
+        accepted = ", ".join(k for k in POSITION_KINDS if k != "absolute")
+        raise InvalidArgumentError(
+            f"position {position!r} cannot be registered; LM-Infinite needs relative positions: {accepted}."
+        )
+    if route not in ("interface", "module"):
+        raise InvalidArgumentError(f"route {route!r} is not accepted; use 'interface' or 'module'.")
+    if route == "module" and position != "alibi":
+        raise InvalidArgumentError("route 'module' exists for the ALiBi families (MPT, Bloom) only.")
+    listed = next((f for f in _FAMILIES if f.model_type == model_type), None)
+    if listed is not None:
+        raise InvalidArgumentError(f"model type {model_type!r} is already listed; it cannot be re-registered.")
+    spec = FamilySpec(model_type, position, route, rotary_module, tuple(train_len_keys), note or "registered")
+    unregister_family(model_type)
+    _REGISTERED.append(spec)
+    _BY_TYPE[model_type] = spec
+    warnings.warn(
+        f"model type {model_type!r} registered as {position} via the attention {route} (unchecked): "
+        "lminf_diag has not verified how this architecture encodes positions; compare a short run "
+        "under the patch with the plain model before trusting results.",
+        UserWarning,
+        stacklevel=2,
+    )
+    return spec
+
+
+def alias_family(model_type: str, like: str) -> FamilySpec:
+    """Register `model_type` with the row of the listed family `like` (``--assume-family``).
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     alias_family("llama_copy", "llama").position
+        'rope'
+        >>> unregister_family("llama_copy")
+    """
+    from lminf_diag.errors import InvalidArgumentError
+
+    base = _BY_TYPE.get(like)
+    if base is None or not base.supported:
+        raise InvalidArgumentError(
+            f"--assume-family {like!r} is not a supported listed family; use one of: "
+            f"{', '.join(f.model_type for f in supported_families())}."
+        )
+    return register_family(
+        model_type, base.position, base.route, base.rotary_module, base.train_len_keys,
+        f"assumed to be built like {like} (unchecked)",
+    )
+
+
+def unregister_family(model_type: str) -> None:
+    """Remove a row added by `register_family` (listed rows stay)."""
+    for spec in [s for s in _REGISTERED if s.model_type == model_type]:
+        _REGISTERED.remove(spec)
+        _BY_TYPE.pop(model_type, None)
+
+
 def supported_families() -> list[FamilySpec]:
     """The families LM-Infinite can be applied to (relative positions), in table order.
 
@@ -121,12 +210,12 @@ def supported_families() -> list[FamilySpec]:
         >>> "llama" in [f.model_type for f in supported_families()]
         True
     """
-    return [spec for spec in _FAMILIES if spec.supported]
+    return [spec for spec in (*_FAMILIES, *_REGISTERED) if spec.supported]
 
 
 def known_families() -> list[FamilySpec]:
     """Every row of the table, including the unsupported absolute-position families."""
-    return list(_FAMILIES)
+    return [*_FAMILIES, *_REGISTERED]
 
 
 def _supported_listing() -> str:
@@ -182,7 +271,9 @@ def family_of(model_or_config: Any) -> FamilySpec:
     if spec is None:
         raise UnsupportedModelError(
             f"Model type '{model_type}' is an unknown architecture for lminf_diag: its position encoding and "
-            f"attention route have not been checked. Supported families: {_supported_listing()}."
+            f"attention route have not been checked. Supported families: {_supported_listing()}. If it is "
+            "built like one of them, load it with assume_family=NAME (CLI --assume-family NAME), or add "
+            "a row with lminf_diag.register_family (both unchecked)."
         )
     if not spec.supported:
         raise UnsupportedModelError(

@@ -1,26 +1,63 @@
-"""``load_model``: one entry point for embedded names, local folders, ``.gguf`` files and hub ids."""
+"""``load_model``: one entry point for embedded names, local folders, ``.gguf`` files and anything
+``from_pretrained`` accepts (hub ids, with ``revision`` and ``token``).
+
+Hub access is left to ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` mirrors,
+proxies); a failed download becomes one `ModelNotFoundError` line naming the id.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
-import socket
-import threading
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any
 
 from lminf_diag.errors import InvalidArgumentError, ModelNotFoundError
 from lminf_diag.models.embedded import DEFAULT_MODEL, EMBEDDED, embedded_names, embedded_path
-from lminf_diag.models.families import family_of
+from lminf_diag.models.families import alias_family, family_of, find_family
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 _DTYPES.update({"float16": "float16", "fp16": "float16", "half": "float16"})
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")  # "gpt2" or "org/name"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_HUB_HOST = ("huggingface.co", 443)
+# transformers' reminders that a text or a generation is longer than the model's maximum length:
+# the toolkit runs past the training length on purpose
+_LENGTH_REMINDERS = {
+    "transformers.tokenization_utils_base": "Token indices sequence length is longer than the specified maximum",
+    "transformers.generation.stopping_criteria": "This is a friendly reminder - the current text generation call",
+}
+
+
+class _DropLengthReminder(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def silence_length_warnings() -> None:
+    """Drop transformers' "sequence length is longer than the maximum" reminders (idempotent).
+
+    Only those two messages are filtered, on their own loggers; everything else still shows.
+
+    Example:
+        >>> silence_length_warnings()
+        >>> log = logging.getLogger("transformers.tokenization_utils_base")
+        >>> log.filter(logging.makeLogRecord({"msg": "Token indices sequence length is longer than the "
+        ...     "specified maximum sequence length for this model (9 > 8)."}))
+        False
+    """
+    for name, prefix in _LENGTH_REMINDERS.items():
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropLengthReminder) for f in log.filters):
+            log.addFilter(_DropLengthReminder(prefix))
 
 
 def model_name(model: Any) -> str:
@@ -84,41 +121,6 @@ def _check_device(device: str | None) -> str | None:
     return str(parsed)
 
 
-def _hub_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
-    return value not in ("", "0", "false", "no", "off")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True if a TCP connection to huggingface.co:443 opens within ``timeout`` seconds (DNS included).
-
-    Example:
-        >>> isinstance(hub_reachable(0.5), bool)
-        True
-    """
-    result: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection(_HUB_HOST, timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=attempt, daemon=True)  # getaddrinfo ignores socket timeouts
-    worker.start()
-    worker.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
-def _hub_cached(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
-        return False
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-
-
 def _refuse_pickles(folder: Path, allow_pickle: bool) -> None:
     files = [p.name for p in folder.iterdir() if p.is_file()]
     if allow_pickle or any(
@@ -152,16 +154,40 @@ def _resolve_source(name_or_path: str | os.PathLike[str]) -> tuple[str, str, str
         )
     looks_like_path = text.startswith((".", "/", "~", "\\")) or text.lower().endswith(".gguf")
     if not looks_like_path and _HUB_ID.match(text):
-        return "hub", text, None
-    if looks_like_path or "/" in text or os.sep in text:
-        raise ModelNotFoundError(
-            f"The path {path} does not exist (expected a model folder or a .gguf file). Embedded names: "
-            f"{', '.join(embedded_names())}."
-        )
+        return "hub", text, None  # anything else from_pretrained accepts; huggingface_hub decides
     raise ModelNotFoundError(
-        f"Unknown model {text!r}: not an embedded name, not an existing path and not a hub id of the form "
-        f"org/name. Embedded names: {', '.join(embedded_names())} (default {DEFAULT_MODEL})."
+        f"The path {path} does not exist (expected a model folder or a .gguf file), and {text!r} is not a "
+        f"hub id (org/name). Embedded names: {', '.join(embedded_names())} (default {DEFAULT_MODEL})."
     )
+
+
+def _offline_now() -> bool:
+    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_error(location: str, err: Exception) -> ModelNotFoundError:
+    """One line for a hub id that could not be read (not found, gated, offline, no connection)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ModelNotFoundError(
+        f"Cannot load {location!r} from the Hugging Face hub: {first} Check the id (and revision= / token= "
+        "for a private or gated model; CLI --revision, --token). When offline (HF_HUB_OFFLINE=1) only models "
+        "already in the local Hugging Face cache load; otherwise pass a local model folder (save_pretrained), "
+        f"a .gguf file, or an embedded name ({', '.join(embedded_names())})."
+    )
+
+
+def _assume(config: Any, assume_family: str | None) -> None:
+    """Treat an unlisted model_type as the listed family `assume_family` (with a warning)."""
+    if not assume_family:
+        return
+    model_type = getattr(config, "model_type", None)
+    if model_type and find_family(model_type) is None:
+        alias_family(str(model_type), assume_family)
+    elif model_type:
+        warnings.warn(
+            f"assume_family={assume_family!r} ignored: model type {model_type!r} is already listed.", stacklevel=3
+        )
 
 
 def _require_gguf_support() -> None:
@@ -178,25 +204,34 @@ def load_model(
     dtype: Any = None,
     device: str | None = None,
     device_map: Any = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     attn_implementation: str | None = "sdpa",
     check_family: bool = True,
+    assume_family: str | None = None,
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer, unchanged, in eval mode.
 
     ``name_or_path`` is an embedded name (default ``"smollm2-135m"``), a local model folder,
-    a ``.gguf`` file, or a hub id ``org/name`` (local cache first; a clear error, never a hang,
-    when the hub cannot be reached). ``dtype``: None (float32 on CPU; the checkpoint's dtype with
-    ``device="cuda"`` or ``device_map``), a torch dtype, or "fp32"/"bf16"/"fp16" (long names too).
-    ``device`` moves the model; ``device_map`` is passed to ``from_pretrained`` (not both).
+    a ``.gguf`` file, or anything ``from_pretrained`` accepts (``"org/name"``, ``"gpt2"``), with
+    ``revision`` and ``token`` passed on; the hub is reached through ``huggingface_hub`` (cache,
+    ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``), and a failure is one clear `ModelNotFoundError`.
+    ``dtype``: None (float32 on CPU; the checkpoint's dtype with ``device="cuda"`` or ``device_map``),
+    a torch dtype, or "fp32"/"bf16"/"fp16" (long names too). ``device`` moves the model;
+    ``device_map`` ("auto", a dict, ...) is passed to ``from_pretrained`` (not both).
     Architectures with absolute positions raise ``UnsupportedModelError`` unless
-    ``check_family=False``. If the architecture has no SDPA support, eager attention is used.
+    ``check_family=False``; an unlisted relative-position architecture loads with
+    ``assume_family="llama"`` (any listed family; unchecked, with a warning) or after
+    :func:`~lminf_diag.models.families.register_family`. If the architecture has no SDPA support,
+    eager attention is used.
 
     Example:
         >>> model, tokenizer = load_model()  # doctest: +SKIP
         >>> model_name(model), model.config.num_hidden_layers  # doctest: +SKIP
         ('smollm2-135m', 30)
+        >>> load_model("Qwen/Qwen2.5-0.5B", revision="main", device_map="auto")  # doctest: +SKIP
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -210,6 +245,7 @@ def load_model(
     if torch_dtype is None:
         on_cpu = device_map is None and (device is None or device.startswith("cpu"))
         torch_dtype = torch.float32 if on_cpu else "auto"
+    silence_length_warnings()
 
     kind, location, gguf_file = _resolve_source(name_or_path)
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -222,21 +258,23 @@ def load_model(
     elif kind == "gguf":
         _require_gguf_support()
         common["gguf_file"] = gguf_file
-    elif kind == "hub":
+    else:  # hub
         common["use_safetensors"] = not allow_pickle
-        if _hub_cached(location):
+        common.update({k: v for k, v in (("revision", revision), ("token", token)) if v is not None})
+        if _offline_now():
             common["local_files_only"] = True
-        elif _hub_offline() or not hub_reachable(3.0):
-            why = "HF_HUB_OFFLINE is set" if _hub_offline() else "huggingface.co cannot be reached"
-            raise ModelNotFoundError(
-                f"Cannot load {location!r}: it is not in the local Hugging Face cache and the hub is offline "
-                f"({why}; no local path {location!r} exists either). Pass a local model folder or a .gguf "
-                f"file path instead, or an embedded name ({', '.join(embedded_names())})."
-            )
 
     light_kwargs = {k: v for k, v in common.items() if k != "use_safetensors"}
-    if check_family and kind != "gguf":  # check before reading weights; a GGUF header is slow to parse
-        family_of(AutoConfig.from_pretrained(location, **light_kwargs))
+    if kind != "gguf":  # check before reading weights; a GGUF header is slow to parse
+        try:
+            config = AutoConfig.from_pretrained(location, **light_kwargs)
+        except OSError as err:
+            if kind == "hub":
+                raise _hub_error(location, err) from err
+            raise
+        _assume(config, assume_family)
+        if check_family:
+            family_of(config)
 
     model_kwargs = dict(common, dtype=torch_dtype)
     if device_map is not None:
@@ -249,8 +287,14 @@ def load_model(
         if attn_implementation != "sdpa" or "does not support" not in str(err):
             raise
         model = AutoModelForCausalLM.from_pretrained(location, attn_implementation="eager", **model_kwargs)
-    if check_family and kind == "gguf":
-        family_of(model)
+    except OSError as err:
+        if kind == "hub":
+            raise _hub_error(location, err) from err
+        raise
+    if kind == "gguf":
+        _assume(model.config, assume_family)
+        if check_family:
+            family_of(model)
     tokenizer = AutoTokenizer.from_pretrained(location, **light_kwargs)
 
     if device is not None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 
+from ..attention.method_spec import DEFAULTS, MethodSpec
 from ..attention.spec import LambdaSpec
+from ..errors import InvalidArgumentError
+from .methods import apply_method, resolve_method
 from .router import install, release_if_idle, router_of
+
+_PATCHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> undo of patch(method=...)
 
 
 def _resolve(model, n_global, n_local, limit, mode, train_len, top_k) -> LambdaSpec:
@@ -13,14 +19,30 @@ def _resolve(model, n_global, n_local, limit, mode, train_len, top_k) -> LambdaS
         from ..models.info import model_info
 
         train_len = model_info(model).train_len
+    n_global = DEFAULTS["n_global"] if n_global is None else n_global
     return LambdaSpec.resolve(train_len or n_local, n_global=n_global, n_local=n_local, limit=limit,
                               mode=mode, **top_k)
 
 
-def patch(model, n_global: int = 10, n_local: int | None = None, limit: int | None = None, mode: str = "lambda",
-          *, train_len: int | None = None, top_k: int = 0, top_k_from_layer: int = 4,
-          top_k_distance: int | None = None) -> LambdaSpec:
+def _patch_method(model, method, mode, train_len, settings) -> MethodSpec:
+    if mode != "lambda":
+        raise InvalidArgumentError(f"give either mode= ({mode!r}) or method= ({method!r}), not both.")
+    spec = resolve_method(model, method, train_len=train_len, **settings)
+    unpatch(model)
+    _PATCHED[model] = apply_method(model, spec)
+    return spec
+
+
+def patch(model, n_global: int | None = None, n_local: int | None = None, limit: int | None = None,
+          mode: str = "lambda", *, train_len: int | None = None, top_k: int = 0, top_k_from_layer: int = 4,
+          top_k_distance: int | None = None, method: str | MethodSpec | None = None,
+          factor: float | None = None, target_len: int | None = None) -> LambdaSpec | MethodSpec:
     """Apply LM-Infinite to `model` in place until `unpatch(model)`; returns the resolved settings.
+
+    n_global=None means 10. With `method=` (a name or a `MethodSpec`, see `lminf_diag.method`)
+    any long-context method is applied instead, with the settings given here (n_global, n_local,
+    limit, top_k..., factor, target_len; unset ones take the method's defaults), and a
+    `MethodSpec` is returned.
 
     n_local=None means the model's training length; limit=None means n_local. `mode` is one of
     "lambda" (the method), "mask_only", "cap_only", "window" (ablations).
@@ -39,7 +61,20 @@ def patch(model, n_global: int = 10, n_local: int | None = None, limit: int | No
         >>> unpatch(model)                                     # doctest: +SKIP
         >>> patch(model, top_k=5).top_k_distance               # doctest: +SKIP
         4096
+        >>> patch(model, method="streaming", n_global=4).name  # doctest: +SKIP
+        'streaming'
     """
+    if method is not None:
+        settings = dict(n_global=n_global, n_local=n_local, limit=limit, top_k=top_k or None,
+                        top_k_from_layer=None if top_k_from_layer == 4 else top_k_from_layer,
+                        top_k_distance=top_k_distance, factor=factor, target_len=target_len)
+        if isinstance(method, MethodSpec):
+            settings = {}
+        return _patch_method(model, method, mode, train_len, {k: v for k, v in settings.items() if v is not None})
+    if factor is not None or target_len is not None:
+        raise InvalidArgumentError("factor and target_len go with a RoPE scaling method: pass method='yarn' etc.")
+    if model in _PATCHED:  # a method applied by patch(method=...) makes way
+        _PATCHED.pop(model)()
     spec = _resolve(model, n_global, n_local, limit, mode, train_len,
                     dict(top_k=top_k, top_k_from_layer=top_k_from_layer, top_k_distance=top_k_distance))
     router = install(model)
@@ -48,7 +83,11 @@ def patch(model, n_global: int = 10, n_local: int | None = None, limit: int | No
 
 
 def unpatch(model) -> None:
-    """Remove the patch; the model computes bitwise what it computed before."""
+    """Remove the patch (or the method of `patch(method=...)`); the model computes bitwise what it
+    computed before."""
+    undo = _PATCHED.pop(model, None)
+    if undo is not None:
+        undo()
     router = router_of(model)
     if router is not None:
         router.spec = None
@@ -62,10 +101,11 @@ def current_spec(model) -> LambdaSpec | None:
 
 
 @contextmanager
-def lm_infinite(model, n_global: int = 10, n_local: int | None = None, limit: int | None = None,
+def lm_infinite(model, n_global: int | None = None, n_local: int | None = None, limit: int | None = None,
                 mode: str = "lambda", *, train_len: int | None = None, top_k: int = 0,
                 top_k_from_layer: int = 4, top_k_distance: int | None = None):
-    """Context manager form of `patch`; the previous state comes back on exit, also on error.
+    """Context manager form of `patch` (the method "lambda" of `lminf_diag.method`, whose
+    shorthand it is; n_global=None means 10); the previous state comes back on exit, also on error.
 
     With top_k > 0 (the "top-k middle tokens" variant, see `patch`) the KV cache is not bounded.
 

@@ -24,6 +24,7 @@ from ..attention.spec import FULL, LambdaSpec, Plan
 from ..errors import InvalidArgumentError
 from ..models.families import family_of
 from .cache import bound_cache, key_positions
+from .weights import check_weights_request, dense_weights, fresh_cache
 
 IMPL_NAME = "lminf_diag"
 _ROUTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> Router
@@ -67,7 +68,8 @@ class Router:
 
 
 def lminf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """AttentionInterface entry point: (B, H, N, D) in, ((B, N, H, Dv), None) out."""
+    """AttentionInterface entry point: (B, H, N, D) in, ((B, N, H, Dv), weights) out; weights are
+    None unless output_attentions=True (then (B, H, Nq, Nk), see `weights.dense_weights`)."""
     entry = _MODULES.get(module)
     router = entry[0]() if entry is not None else None
     if router is None:  # a module we did not route (should not happen): stock behaviour
@@ -89,7 +91,15 @@ def lminf_attention(module, query, key, value, attention_mask, scaling=None, dro
         softcap=kwargs.get("softcap"),
         stats=stats,
     )
-    return out, None
+    weights = None
+    if kwargs.get("output_attentions"):  # the same plan once more, identity values: (B, H, Nq, Nk)
+        weights = dense_weights(
+            lambda eye: attend(query, key, eye, plan, scaling=module.scaling if scaling is None else scaling,
+                               q_pos=q_pos, k_pos=k_pos, rope=router.ropes.get(id(module)),
+                               softcap=kwargs.get("softcap")),
+            key,
+        )
+    return out, weights
 
 
 AttentionInterface.register(IMPL_NAME, lminf_attention)
@@ -123,10 +133,14 @@ def _before_forward(model, args, kwargs):
     """Top-level pre-hook: refuse padded batches; bound a fresh KV cache under the patch (not with
     the top-k variant, whose last row reads the middle keys a bounded cache would drop)."""
     router = _ROUTERS.get(model)
+    added = None
     if router is not None:
+        check_weights_request(router.family.route, kwargs)
+        spec = router.spec
+        if spec is not None and spec.mode != "cap_only" and not spec.top_k:
+            added = fresh_cache(model, kwargs)  # the cache the model would build itself, bounded below
         cache = kwargs.get("past_key_values", kwargs.get("cache"))
         router.active_cache = cache
-        spec = router.spec
         if cache is not None and spec is not None and spec.mode != "cap_only" and not spec.top_k:
             bound_cache(cache, len(router.layers), spec.n_global if spec.mode != "window" else 0, spec.n_local)
     mask = kwargs.get("attention_mask")
@@ -136,6 +150,7 @@ def _before_forward(model, args, kwargs):
             "holds padding. Run each sequence on its own (batch size 1), or batch sequences of equal length "
             "without padding."
         )
+    return (args, kwargs) if added is not None else None
 
 
 def router_of(model) -> Router | None:
@@ -155,12 +170,8 @@ def install(model) -> Router:
         install_alibi(model, router)
     else:
         router = Router(family, model.config._attn_implementation, _attention_modules(model))
-        rotary = _find_rotary(model, family)
+        rotary = _bind_rotary(model, router)
         gptj = family.position == "rope_interleaved"
-        for module in router.layers:
-            if rotary is not None:
-                table = hf_table(rotary, getattr(module, "layer_type", None), gptj=gptj)
-                router.ropes[id(module)] = RotaryOps(table, interleaved=gptj)
         if gptj and rotary is not None:
             original = rotary.embed_positions
 
@@ -178,6 +189,25 @@ def install(model) -> Router:
     router.hooks.append(model.register_forward_hook(lambda *_: setattr(router, "active_cache", None)))
     _ROUTERS[model] = router
     return router
+
+
+def _bind_rotary(model, router: Router):
+    """Point each layer's rotary table at the model's current rotary module; returns that module."""
+    rotary = _find_rotary(model, router.family)
+    gptj = router.family.position == "rope_interleaved"
+    router.ropes.clear()
+    for module in router.layers:
+        if rotary is not None:
+            table = hf_table(rotary, getattr(module, "layer_type", None), gptj=gptj)
+            router.ropes[id(module)] = RotaryOps(table, interleaved=gptj)
+    return rotary
+
+
+def rebind_rotary(model) -> None:
+    """After the model's rotary module was replaced (RoPE scaling methods), re-read it."""
+    router = _ROUTERS.get(model)
+    if router is not None and router.family.route != "module":
+        _bind_rotary(model, router)
 
 
 def uninstall(model) -> None:

@@ -2,7 +2,7 @@
 
 Example:
     >>> import tempfile
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> from lminf_diag.analyze import analyze_all
     >>> from lminf_diag.report import build_report
     >>> path = build_report(analyze_all(make_comparison(n=256, train_len=64)),

@@ -19,7 +19,7 @@ from lminf_diag.report import page
 from lminf_diag.report.escape import escape_script_json, ident, text
 from lminf_diag.report.findings import findings
 from lminf_diag.report.keyfigures import fmt, interval, key_table, verdict_list
-from lminf_diag.runs import atomic_write_text
+from lminf_diag.util.atomic import atomic_write_text
 
 DEFAULT_TITLE = "Past the training length: LM-Infinite diagnosis"
 
@@ -35,10 +35,12 @@ def plotly_js() -> str:
 def as_results(results: Any) -> dict[str, Any]:
     """Normalise a dict, a list or a single result into {section key: result}, keys unique.
 
-    >>> from tests.synthetic import make_trace
+    >>> from lminf_diag.synthetic import make_trace
     >>> from lminf_diag.analyze import entropy_growth
-    >>> list(as_results([entropy_growth(make_trace(n=64, train_len=16))]))
-    ['Attention-entropy-grows-with-the-number-of-tokens-attended']
+    >>> r = entropy_growth(make_trace(n=64, train_len=16))
+    >>> keys = list(as_results([r, r]))  # from the title, made unique
+    >>> keys == [ident(r.title), ident(r.title) + "-2"]
+    True
     """
     if isinstance(results, Mapping):
         items = [(str(k), v) for k, v in results.items()]
@@ -174,7 +176,7 @@ def build_report(
     shown as a table (nested dicts flatten to "outer / inner" rows).
 
     >>> import tempfile
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> from lminf_diag.analyze import analyze_all
     >>> out = build_report(analyze_all(make_comparison(n=256, train_len=64)),
     ...                    {"model": "synthetic"}, tempfile.mkdtemp() + "/report.html")

@@ -2,7 +2,7 @@
 intervals), after a note when the window does not reach past the training length.
 
 Example:
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> from lminf_diag.analyze import analyze_all
     >>> lines = findings(analyze_all([make_comparison(n=256, train_len=64, seed=s) for s in range(3)]))
     >>> any("inconclusive" in line or "absent" in line or "present" in line for line in lines)

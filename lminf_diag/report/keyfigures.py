@@ -5,7 +5,7 @@ their interval and n) and verdicts (`result.verdicts()`); the report and the CLI
 out. A result without `key_figures` contributes no row.
 
 Example:
-    >>> from tests.synthetic import make_comparison
+    >>> from lminf_diag.synthetic import make_comparison
     >>> from lminf_diag.analyze import entropy_growth
     >>> table = key_table({"entropy": entropy_growth(make_comparison(n=256, train_len=64))})
     >>> table.rows[0].figure, table.rows[0].label

@@ -1,7 +1,8 @@
 """The fixed parts of the report page: head (policy, style, error recorder), figure loader, tables.
 
 The page loads nothing from the network: a Content-Security-Policy forbids every fetch, the
-style is inline, and plotly.js is inlined once by the builder. Two attributes on ``<html>``
+style is inline, and plotly.js is inlined once by the builder (``plotlyjs("cdn")``, CLI
+``--plotlyjs cdn``, loads it from the plotly CDN instead, allowed by the policy). Two attributes on ``<html>``
 let tests and readers see what happened in the browser: ``data-js-errors`` (JavaScript errors
 recorded by ``window.onerror`` and failed figures; empty when all went well) and
 ``data-rendered`` (how many figures Plotly drew, out of ``data-figures``).
@@ -9,7 +10,9 @@ recorded by ``window.onerror`` and failed figures; empty when all went well) and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from lminf_diag.report.escape import text
@@ -73,17 +76,55 @@ FIGURE_LOADER = """
 """
 
 
+PLOTLYJS_MODES = ("inline", "cdn")
+_PLOTLYJS: ContextVar[str] = ContextVar("plotlyjs", default="inline")
+CDN = "https://cdn.plot.ly"
+
+
+@contextmanager
+def plotlyjs(mode: str) -> Iterator[None]:
+    """Pages written inside embed plotly.js ``"inline"`` (default: offline, about 4.6 MB) or load it
+    from the plotly CDN (``"cdn"``: small files, needs the network to show figures).
+
+    >>> with plotlyjs("cdn"):
+    ...     CDN in head("t", 0, "/* bundle */")
+    True
+    >>> "/* bundle */" in head("t", 0, "/* bundle */")
+    True
+    """
+    if mode not in PLOTLYJS_MODES:
+        raise ValueError(f"plotlyjs must be one of {', '.join(PLOTLYJS_MODES)}, got {mode!r}")
+    token = _PLOTLYJS.set(mode)
+    try:
+        yield
+    finally:
+        _PLOTLYJS.reset(token)
+
+
+def _plotly_tag(plotly_js: str) -> tuple[str, str]:
+    """(the plotly.js script tag, the page's policy) for the current mode."""
+    if _PLOTLYJS.get() != "cdn":
+        return f"<script>{plotly_js}</script>", CSP
+    from plotly.offline.offline import get_plotlyjs_version
+
+    src = f"{CDN}/plotly-{get_plotlyjs_version()}.min.js"
+    policy = CSP.replace("script-src 'unsafe-inline'", f"script-src {CDN} 'unsafe-inline'")
+    return f'<script src="{src}" charset="utf-8"></script>', policy
+
+
 def head(title: str, n_figures: int, plotly_js: str) -> str:
-    """``<!DOCTYPE html>`` through ``<body>``: policy, title, style, error recorder and plotly.js."""
+    """``<!DOCTYPE html>`` through ``<body>``: policy, title, style, error recorder and plotly.js
+    (inlined, or from the CDN inside ``plotlyjs("cdn")``)."""
+    tag, policy = _plotly_tag(plotly_js)
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en" data-js-errors="" data-figures="{int(n_figures)}" data-rendered="0">\n<head>\n'
         '<meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{text(title)}</title>\n<style>{STYLE}</style>\n"
         f"<script>{ERROR_RECORDER}</script>\n"
-        f"<script>{plotly_js}</script>\n</head>\n<body>\n"
+        f"{tag}\n</head>\n<body>\n"
     )
 
 
