@@ -33,7 +33,7 @@ from lminf_diag.analyze.base import nanmax, nanmean
 from lminf_diag.attention.stats import pair_anchors
 from lminf_diag.capture.trace import Trace
 
-CAPPED_MODES = ("lambda", "mask_only", "window")  # Λ-masked: rows past T attend a bounded set of keys
+CAPPED_MODES = ("lambda", "mask_only", "window", "streaming")  # rows past T attend a bounded set of keys
 
 
 def attends_every_key(trace: Trace) -> bool:

@@ -5,6 +5,8 @@ Example:
     ('LM-Infinite', 'LM-Infinite (run-a)', 'custom')
     >>> display_name("lambda+top5")
     'LM-Infinite + top-5 middle tokens'
+    >>> display_name("lambda+dynamic")
+    'LM-Infinite with dynamic NTK RoPE scaling'
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ NAMES = {
     "mask_only": "the Λ-mask alone",
     "cap_only": "the distance cap alone",
     "window": "a plain sliding window",
+    "streaming": "StreamingLLM (sinks + window, positions by cache slot)",
+    "linear": "linear RoPE interpolation",
+    "dynamic": "dynamic NTK RoPE scaling",
+    "yarn": "YaRN RoPE scaling",
+    "llama3": "Llama 3 RoPE scaling",
+    "recompute": "strided re-computation",
 }
 
 
@@ -26,6 +34,9 @@ def display_name(label: str) -> str:
         name = f"{NAMES[mode]} + top-{int(top)} middle tokens"
     elif base in NAMES:
         name = NAMES[base]
+    elif base.partition("+")[0] in NAMES and base.partition("+")[2] in NAMES:  # lambda+dynamic
+        first, _, second = base.partition("+")
+        name = f"{NAMES[first]} with {NAMES[second]}"
     else:
         return label
     return f"{name} ({prefix})" if prefix else name

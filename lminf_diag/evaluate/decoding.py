@@ -7,7 +7,6 @@ model's ordinary cache otherwise), timing every step and reading the cache's siz
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,10 +65,12 @@ def decode(model, input_ids: torch.Tensor, new_tokens: int, *, patch: dict | Non
         >>> run = decode(model, ids, 16, patch=dict(n_global=10, n_local=2048))   # doctest: +SKIP
         >>> run.ms_per_token, run.cache_mb[-1]                                     # doctest: +SKIP
     """
-    from ..patch import lm_infinite
+    from ..patch.methods import applied
 
-    ctx = lm_infinite(model, **patch) if patch else nullcontext()
+    settings = dict(patch or {})
+    name = settings.pop("mode", "lambda") if patch else "baseline"  # a method name (run label)
     ids = input_ids.to(input_device(model))
+    ctx = applied(model, name, target_len=int(ids.shape[1]) + int(new_tokens), **settings)
     steps, sizes, lengths, toks = [], [], [], []
     with ctx, torch.no_grad():
         cache = DynamicCache()

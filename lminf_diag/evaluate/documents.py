@@ -23,13 +23,12 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lminf_diag.attention.spec import MODES
+from lminf_diag.attention.method_spec import method_names
 from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError, TextTooShortError
 from lminf_diag.evaluate.cells import CellStore, ProgressFactory, Steps, cell_name, model_train_len
@@ -97,7 +96,7 @@ def _window(tokenizer: Any, source: str, length: int) -> tuple[Any, str | None]:
 def _check(length: int, modes: Sequence[str], baseline_max_length: int | None) -> None:
     if isinstance(length, bool) or not isinstance(length, int) or length < 2:
         raise InvalidArgumentError(f"length must be an integer >= 2 tokens, got {length!r}.")
-    allowed = ("baseline", *MODES)
+    allowed = method_names()
     bad = [m for m in modes if m not in allowed]
     if not modes or bad or len(set(modes)) != len(modes):
         raise InvalidArgumentError(
@@ -116,9 +115,10 @@ def _check(length: int, modes: Sequence[str], baseline_max_length: int | None) -
 def _nll_row(model: Any, ids: Any, mode: str, length: int, patch: dict[str, Any]) -> np.ndarray:
     """(length,) float32 per-token NLL of one window under `mode` (NaN past the window it was given)."""
     from lminf_diag.capture.nll import token_nll
-    from lminf_diag.patch import lm_infinite
+    from lminf_diag.patch.methods import applied
 
-    with nullcontext() if mode == "baseline" else lm_infinite(model, mode=mode, **patch):
+    settings = {k: v for k, v in patch.items() if k != "train_len"}
+    with applied(model, mode, target_len=length, train_len=patch.get("train_len"), **settings):
         values = token_nll(model, ids.to(input_device(model)))
     row = np.full(length, np.nan, dtype=np.float32)
     row[: values.size] = values

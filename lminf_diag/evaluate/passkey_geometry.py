@@ -75,10 +75,16 @@ def run_lambda(label: str, n_global: int, n_local: int) -> tuple[int, int] | Non
 
     >>> run_lambda("baseline", 10, 64), run_lambda("window", 10, 64), run_lambda("lambda+top5", 10, 64)
     (None, (0, 64), (10, 64))
+    >>> run_lambda("dynamic", 10, 64), run_lambda("lambda+yarn", 10, 64), run_lambda("streaming", 4, 60)
+    (None, (10, 64), (4, 60))
     """
-    if label == "baseline":
+    from lminf_diag.attention.method_spec import split_name
+
+    base = label.split("+top")[0] if "+top" in label else label
+    attn, _ = split_name(base) if base != "baseline" else (None, None)
+    if attn is None:  # the baseline, or a RoPE scaling alone: every key attended
         return None
-    return (0, int(n_local)) if label == "window" else (int(n_global), int(n_local))
+    return (0, int(n_local)) if attn == "window" else (int(n_global), int(n_local))
 
 
 __all__ = ["needle_distance", "needle_inside", "run_lambda"]

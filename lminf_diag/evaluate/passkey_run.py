@@ -28,14 +28,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from lminf_diag.attention.spec import MODES
+from lminf_diag.attention.method_spec import method_names
 from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.evaluate.cells import CellStore, ProgressFactory, Steps, model_train_len
@@ -63,7 +62,7 @@ def _check(lengths: Sequence[int], depths: Sequence[float] | None, trials: int, 
         )
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise InvalidArgumentError(f"trials must be an integer >= 1, got {trials!r}.")
-    allowed = ("baseline", *MODES)
+    allowed = method_names()
     bad = [m for m in modes if m not in allowed]
     if not modes or bad or len(set(modes)) != len(modes):
         raise InvalidArgumentError(
@@ -137,10 +136,11 @@ def _saver(store: CellStore, key: str, kept: dict[int, PasskeyTrial], spent: flo
 def _run_cell(model, tokenizer, label, length, todo, prompt_for, max_new_tokens, patch, flags, save):
     """Answer the prompts `todo` (trial indices) of one (run, length) under the run's patch, calling
     `save(record)` after each. `label` is a mode, or the top-k run's label (`patch` holds its settings)."""
-    from lminf_diag.patch import lm_infinite
+    from lminf_diag.patch.methods import applied
 
     mode = "lambda" if label.startswith("lambda+top") else label
-    with nullcontext() if mode == "baseline" else lm_infinite(model, mode=mode, **patch):
+    settings = {k: v for k, v in patch.items() if k != "train_len"}
+    with applied(model, mode, target_len=length, train_len=patch.get("train_len"), **settings):
         for trial in todo:
             p = prompt_for(length, trial)
             answer = _generate(model, tokenizer, p.input_ids, max_new_tokens)

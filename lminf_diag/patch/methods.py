@@ -118,3 +118,33 @@ def method(model, name: str | MethodSpec | LambdaSpec = "lambda", *, train_len: 
         yield spec
     finally:
         undo()
+
+
+def applied(model, name: str, *, target_len: int | None = None, train_len: int | None = None,
+            **settings: Any):
+    """The context of run label `name` with the shared run settings it takes (the others ignored).
+
+    One set of settings (n_global, n_local, limit, ...) serves every run of an evaluation; each
+    method takes the ones it has (RoPE scaling takes no n_global; streaming no limit). "baseline"
+    applies nothing. A RoPE scaling without a factor is scaled to `target_len` (the run's length).
+
+    Example:
+        >>> with applied(model, "dynamic", target_len=16384, n_global=10):   # doctest: +SKIP
+        ...     nll = ld.token_nll(model, ids)
+    """
+    from contextlib import nullcontext
+
+    from ..attention.method_spec import ATTENTION_SETTINGS, ROPE_SETTINGS, split_name
+
+    attn, rope = split_name(name)
+    if attn is None and rope is None:
+        return nullcontext(None)
+    allowed = set(ATTENTION_SETTINGS if attn else ()) | set(ROPE_SETTINGS if rope else ())
+    if attn == "streaming":
+        allowed -= {"limit", "top_k", "top_k_from_layer", "top_k_distance"}
+    if attn not in ("lambda", "topk"):
+        allowed -= {"top_k", "top_k_from_layer", "top_k_distance"}
+    kept = {k: v for k, v in settings.items() if k in allowed and v is not None}
+    if rope and "factor" not in kept and "target_len" not in kept and target_len:
+        kept["target_len"] = int(target_len)
+    return method(model, name, train_len=train_len, **kept)
