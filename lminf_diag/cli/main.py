@@ -34,8 +34,10 @@ VERBS: dict[str, str] = {
     "ppl": "per-token loss vs position over several documents, baseline and patched",
     "passkey": "passkey retrieval accuracy per length, baseline and patched, by the needle's place in the Λ",
     "report": "all analyses in one HTML report (new run or saved run folders)",
+    "methods": "rival long-context fixes side by side: factors, loss vs re-computation, retrieval, cost",
     "lab": "compare the OOD factors across position schemes on the lab models (about 25 minutes)",
     "stream": "per-token loss over a text of any length (a million tokens), chunked, in flat memory",
+    "sweep": "the n_global x n_local trade-off: fluency and passkey retrieval per cell, heat maps",
 }
 OPTIONAL = ("ppl", "passkey", "stream")  # owned by other modules; registered when present
 
@@ -48,6 +50,7 @@ EXAMPLES = [
     "diag generate --length 12000 --max-new-tokens 40",
     "diag report runs/a runs/b --out runs/a-vs-b   # one page from saved runs",
     "diag lab                                      # position schemes compared on the lab models",
+    "diag methods --model lab-rope --length 1024   # LM-Infinite, StreamingLLM, dynamic NTK side by side",
     "diag VERB --help                              # options and examples of a verb",
 ]
 
