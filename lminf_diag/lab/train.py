@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -178,19 +176,18 @@ def is_trained(folder: Path) -> bool:
 
 
 def save_run(spec: LabSpec, settings: TrainSettings, run: TrainRun, folder: Path) -> Path:
-    """Write the model folder atomically (temporary folder, then rename)."""
+    """Write the model folder atomically (built in a temporary folder, then renamed into place)."""
     import transformers
     from transformers.utils import logging as hf_logging
 
     from lminf_diag.lab.card import model_card
     from lminf_diag.lab.tokenizer import byte_tokenizer
     from lminf_diag.models.embedded import write_metadata
+    from lminf_diag.util.atomic import atomic_dir
 
-    folder = Path(folder)
-    tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
     hf_logging.disable_progress_bar()
-    try:
+
+    def build(tmp: Path) -> None:
         run.model.save_pretrained(tmp)
         byte_tokenizer().save_pretrained(tmp)
         meta = dict(
@@ -206,13 +203,8 @@ def save_run(spec: LabSpec, settings: TrainSettings, run: TrainRun, folder: Path
         (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
         for file in tmp.iterdir():
             file.chmod(0o644)  # readable by everyone, like any package data
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return atomic_dir(Path(folder), build)
 
 
 def train_all(out: Path, names: list[str] | None = None, settings: TrainSettings = TrainSettings(),
