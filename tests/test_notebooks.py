@@ -24,7 +24,8 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = ["01_quickstart.ipynb", "02_three_factors.ipynb", "03_ablations.ipynb", "04_schemes.ipynb"]
+NOTEBOOKS = ["01_quickstart.ipynb", "02_three_factors.ipynb", "03_ablations.ipynb", "04_schemes.ipynb",
+             "05_methods.ipynb"]
 DEFAULTS = {"QUICK": False, "MODEL": "smollm2-135m", "LENGTH": 16384, "N_LOCAL": None, "N_GLOBAL": 10,
             "STRIDE": None, "TRAIN_LEN": None}
 WINDOWED = {"QUICK": False, "MODEL": "smollm2-135m", "LENGTH": 12288, "WINDOWS": 4, "N_LOCAL": None,
@@ -34,6 +35,8 @@ LAB_DEFAULTS = {"QUICK": False, "MODELS": ["lab-rope", "lab-alibi", "lab-partial
                 "FLUENCY_MULTIPLE": 64, "WINDOWS": 16, "TOLERANCE": 0.1}
 PARAMS = {name: DEFAULTS for name in NOTEBOOKS} | {"04_schemes.ipynb": LAB_DEFAULTS}
 PARAMS |= {name: WINDOWED for name in ("02_three_factors.ipynb", "03_ablations.ipynb")}
+PARAMS["05_methods.ipynb"] = {"QUICK": False, "MODEL": "smollm2-135m", "LENGTH": 12288, "WINDOWS": 4,
+                              "METHODS": ["lambda", "streaming", "dynamic"], "TRAIN_LEN": None}
 QUICK_RE = re.compile(r"^QUICK = False\b", re.MULTILINE)
 CELL_TIMEOUT_S = 600
 FIGURE_MIMES = ("application/vnd.plotly.v1+json", "text/html")
