@@ -267,3 +267,19 @@ def test_cli_ppl(tmp_path, folder, texts, capsys):
         == 2
     )
     assert "No document has 48 tokens" in capsys.readouterr().err
+
+
+def test_settings_object_is_the_loose_keywords(tok, folder):
+    """settings=MethodSettings(...) runs what n_global=... ran (checked against the direct reference);
+    both at once are refused."""
+    from lminf_diag.attention.method_spec import MethodSettings
+
+    model = tiny_model("llama")
+    res = perplexity_over_documents(model, tok, [folder], LENGTH, modes=("lambda",),
+                                    settings=MethodSettings(n_global=4))
+    ids = tok((folder / "carroll-alice.txt").read_text(), add_special_tokens=False, return_tensors="pt")[
+        "input_ids"
+    ][:, :LENGTH]
+    np.testing.assert_allclose(res.nll["lambda"][0, 1:], _reference_nll(model, ids, "lambda"), atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        perplexity_over_documents(model, tok, [folder], LENGTH, settings=MethodSettings(), n_global=4)

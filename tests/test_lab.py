@@ -205,8 +205,7 @@ ROPE_ARGS = [
     "--copy-trials",
     "4",
     "--copy-distances",
-    "0.25",
-    "2",
+    "0.25,2",
 ]
 
 

@@ -346,3 +346,18 @@ def test_cli_passkey_help_and_bad_input(capsys):
     assert main(["passkey", "--trials", "0"]) == 2
     assert main(["passkey", "--haystack", "no-such-book", "--out", "/nonexistent/x"]) == 2
     assert "Unknown text" in capsys.readouterr().err
+
+
+def test_runner_takes_one_settings_object(tok, monkeypatch):
+    """settings=MethodSettings(n_global=4, n_local=64) gives the Λ of the loose keywords: the stand-in
+    retrieves exactly the needles inside the last 64 tokens or the first 4."""
+    from lminf_diag.attention.method_spec import MethodSettings
+
+    model, seen = tiny_model("llama"), []
+    monkeypatch.setattr(model, "generate", _stand_in(model, tok, 64, seen))
+    res = run_passkey(model, tok, [200], trials=4, seed=5, settings=MethodSettings(n_global=4, n_local=64))
+    assert res.n_local == 64 and res.n_global == 4
+    for r in res.records:
+        assert r.inside_lambda == (r.needle_start >= r.n_tokens - 64 or r.needle_end <= 4)
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        run_passkey(model, tok, [200], trials=1, settings=MethodSettings(), top_k=2)

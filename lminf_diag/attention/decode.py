@@ -25,8 +25,8 @@ def decode_supported(q: torch.Tensor, alibi, softcap, stats) -> bool:
     )
 
 
-def decode_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos: torch.Tensor,
-                  k_pos: torch.Tensor, n_far: int) -> torch.Tensor:
+def decode_attend(q, k, v, plan: Plan, *, scaling: float, q_pos: torch.Tensor, k_pos: torch.Tensor,
+                  rope=None, n_far: int) -> torch.Tensor:
     """Attention of one query row (B, H, 1, D) over keys (B, Hkv, Nk, D) at ascending positions
     `k_pos`; `n_far` leading keys may be attended as far keys. Returns (B, 1, H, Dv)."""
     B, H, _, D = q.shape

@@ -112,8 +112,8 @@ class _Buffers:
         return self.bufs[i][: math.prod(shape)].view(*shape) if self.enabled else None
 
 
-def explicit_attend(q, k, v, plan: Plan, scaling: float, q_pos, k_pos, rope, alibi, softcap,
-                    stats: StatsRequest | None, need_output: bool = True) -> torch.Tensor:
+def explicit_attend(q, k, v, plan: Plan, *, scaling: float, q_pos, k_pos, rope=None, alibi=None, softcap=None,
+                    stats: StatsRequest | None = None, need_output: bool = True) -> torch.Tensor:
     """Attention output (B, Nq, H, Dv) in v's dtype; see `kernel.attend` for the arguments.
     With need_output=False only the statistics are computed (the output stays uninitialised)."""
     B, H, nq, D = q.shape

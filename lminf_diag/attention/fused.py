@@ -70,7 +70,7 @@ def _merge(parts):
     return num / den[..., None]
 
 
-def fused_attend(q, k, v, plan: Plan, scaling: float, rope, q_pos) -> torch.Tensor:
+def fused_attend(q, k, v, plan: Plan, *, scaling: float, q_pos, rope=None) -> torch.Tensor:
     """Same function as `explicit_attend` for a prefill; (B, Nq, H, Dv). The queries are the last
     Nq of the Nk keys' positions (Nq = Nk, or a chunk after at least n_local cached keys)."""
     B, H, nq, D = q.shape

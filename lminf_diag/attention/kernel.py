@@ -17,6 +17,10 @@ except for plain causal attention with `Plan.is_full`, where the block is rows x
 With `Plan.top_k > 0` (the "top-k middle tokens" variant) the last query row is recomputed by
 `middle.py` with its best middle keys; every other row is exactly what the plan without top_k
 gives. Statistics are not available for that variant.
+
+Every path's entry function takes the tensors and the plan, then `attend`'s own keyword-only
+parameters by name (`scaling=, q_pos=, k_pos=, rope=, alibi=, softcap=, stats=`), each path the
+subset it supports.
 """
 
 from __future__ import annotations
@@ -33,10 +37,6 @@ from .middle import has_middle, last_row_with_middle
 from .rotary import RotaryOps
 from .spec import Plan
 from .stats import StatsRequest
-
-BLOCK_ELEMENTS = 1 << 22  # fp32 score elements per block (16 MB per tensor: the passes over a
-# block stay in cache; 64 MB blocks ran 2.5x slower here)
-MASKED = -1e30  # score of a pair not attended: exp() gives exactly 0, and 0 * MASKED stays finite
 
 
 def attend(
@@ -79,8 +79,8 @@ def attend(
                 "the captured layers to those below top_k_from_layer."
             )
         if has_middle(plan, q_pos[-1], k_pos):
-            last = last_row_with_middle(q[:, :, -1:], k, v, plan, scaling, q_pos[-1], k_pos, rope, alibi,
-                                        softcap)
+            last = last_row_with_middle(q[:, :, -1:], k, v, plan, scaling=scaling, q_pos=q_pos[-1], k_pos=k_pos,
+                                        rope=rope, alibi=alibi, softcap=softcap)
             if nq == 1:
                 return last
             # all rows through the ordinary path (rows[:-1] bitwise as without top_k, the fused
@@ -95,12 +95,14 @@ def attend(
         out = attend(q, k, v, plan, scaling=scaling, q_pos=q_pos, k_pos=k_pos, rope=rope, alibi=alibi,
                      softcap=softcap)
         sel = stats.rows.to(dev)
-        explicit_attend(q[:, :, sel], k, v, plan, scaling, q_pos[sel], k_pos, rope, alibi, softcap, stats,
-                        need_output=False)
+        explicit_attend(q[:, :, sel], k, v, plan, scaling=scaling, q_pos=q_pos[sel], k_pos=k_pos, rope=rope,
+                        alibi=alibi, softcap=softcap, stats=stats, need_output=False)
         return out
     simple = stats is None and alibi is None and softcap is None
     if simple and fused_supported(q, nq, nk, q_pos, k_pos, plan):
-        return fused_attend(q, k, v, plan, scaling, rope, q_pos)
+        return fused_attend(q, k, v, plan, scaling=scaling, q_pos=q_pos, rope=rope)
     if decode_supported(q, alibi, softcap, stats):
-        return decode_attend(q, k, v, plan, scaling, rope, q_pos, k_pos, far_keys(plan, k_pos))
-    return explicit_attend(q, k, v, plan, scaling, q_pos, k_pos, rope, alibi, softcap, stats)
+        return decode_attend(q, k, v, plan, scaling=scaling, q_pos=q_pos, k_pos=k_pos, rope=rope,
+                             n_far=far_keys(plan, k_pos))
+    return explicit_attend(q, k, v, plan, scaling=scaling, q_pos=q_pos, k_pos=k_pos, rope=rope, alibi=alibi,
+                           softcap=softcap, stats=stats)

@@ -202,3 +202,59 @@ def as_method(value: str | MethodSpec | LambdaSpec, train_len: int | None = None
     if isinstance(value, LambdaSpec):
         return MethodSpec.from_lambda(value)
     return MethodSpec.resolve(value, train_len, **settings)
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """The attention settings every run of an evaluation shares, as one value (defaults defined here).
+
+    n_local / limit None: the training length (and n_local), resolved by each method; top_k 0 =
+    off; top_k_distance None = n_local // 2. `kwargs()` is what `patch.methods.applied` and
+    `lm_infinite` take; `patch()` the three LM-Infinite settings alone.
+
+    >>> s = MethodSettings(n_global=4, n_local=64)
+    >>> s.patch()
+    {'n_global': 4, 'n_local': 64, 'limit': None}
+    >>> MethodSettings().kwargs()["n_global"], MethodSettings(top_k=5).top()["top_k_from_layer"]
+    (10, 4)
+    >>> MethodSettings.merge(None, n_global=None, n_local=32) == MethodSettings(n_local=32)
+    True
+    """
+
+    n_global: int = DEFAULTS["n_global"]
+    n_local: int | None = None
+    limit: int | None = None
+    top_k: int = 0
+    top_k_from_layer: int = DEFAULTS["top_k_from_layer"]
+    top_k_distance: int | None = None
+
+    def patch(self) -> dict[str, Any]:
+        """{n_global, n_local, limit}: the LM-Infinite settings (as run folders record them)."""
+        return {"n_global": self.n_global, "n_local": self.n_local, "limit": self.limit}
+
+    def top(self) -> dict[str, Any]:
+        """{top_k, top_k_from_layer, top_k_distance}: the top-k middle-tokens settings."""
+        return {"top_k": self.top_k, "top_k_from_layer": self.top_k_from_layer, "top_k_distance": self.top_k_distance}
+
+    def kwargs(self) -> dict[str, Any]:
+        """Every setting as keyword arguments (`lm_infinite(model, **s.kwargs())`)."""
+        return asdict(self)
+
+    @classmethod
+    def merge(cls, settings: MethodSettings | None = None, **legacy: Any) -> MethodSettings:
+        """`settings`, or (the deprecated path) one built from loose keyword arguments: those given
+        as None take the defaults above. Passing both is refused."""
+        given = {k: v for k, v in legacy.items() if v is not None}
+        unknown = set(given) - set(ATTENTION_SETTINGS)
+        if unknown:
+            raise InvalidArgumentError(f"unknown settings {sorted(unknown)}; accepted: {', '.join(ATTENTION_SETTINGS)}.")
+        if settings is None:
+            return cls(**given)
+        if not isinstance(settings, MethodSettings):
+            raise InvalidArgumentError(f"settings must be a MethodSettings, got {type(settings).__name__}.")
+        if given:
+            raise InvalidArgumentError(
+                f"pass the attention settings once: settings=MethodSettings(...) or the keywords "
+                f"{', '.join(sorted(given))}, not both."
+            )
+        return settings

@@ -20,7 +20,7 @@ Example:
     >>> plan = Plan(n_local=3, n_global=1, top_k=2, top_k_distance=1)
     >>> middle_bounds(plan, 8, torch.arange(9))        # far [0, 1), middle [1, 6), local [6, 9)
     (1, 6, 9)
-    >>> last_row_with_middle(q, k, v, plan, 0.5, 8, torch.arange(9)).shape   # (B, 1, H, Dv)
+    >>> last_row_with_middle(q, k, v, plan, scaling=0.5, q_pos=8, k_pos=torch.arange(9)).shape  # (B, 1, H, Dv)
     torch.Size([1, 1, 2, 4])
 """
 
@@ -62,12 +62,13 @@ def _scores(qb: torch.Tensor, kb: torch.Tensor, scaling: float, softcap: float |
 
 
 def last_row_with_middle(
-    q_last: torch.Tensor,  # (B, H, 1, D) already rotated by the model (at q_pos_last)
+    q_last: torch.Tensor,  # (B, H, 1, D) already rotated by the model (at q_pos)
     k: torch.Tensor,  # (B, Hkv, Nk, D) already rotated (at k_pos)
     v: torch.Tensor,  # (B, Hkv, Nk, Dv)
     plan: Plan,
+    *,
     scaling: float,
-    q_pos_last: int | torch.Tensor,
+    q_pos: int | torch.Tensor,  # the last row's position (an int, or a one-element tensor)
     k_pos: torch.Tensor,  # (Nk,) int64, ascending; may be a sparse set of positions
     rope: RotaryOps | None = None,
     alibi: torch.Tensor | None = None,  # (H,) slopes: bias = -slope * distance
@@ -82,7 +83,7 @@ def last_row_with_middle(
     g = H // hkv
     dev = q_last.device
     k_pos = k_pos.to(dev, torch.int64)
-    qp = int(q_pos_last)
+    qp = int(q_pos)
     qpt = torch.tensor([qp], device=dev, dtype=torch.int64)
     fe, we, le = middle_bounds(plan, qp, k_pos)
     slopes = alibi.float().to(dev).view(1, hkv, g, 1, 1) if alibi is not None else None

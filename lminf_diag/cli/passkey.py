@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from lminf_diag.cli import options
+from lminf_diag.cli.passkey_options import (
+    add_top_k_options,
+    add_trials_option,
+    parse_depths,
+    parse_lengths,
+    top_k_args,
+)
+from lminf_diag.cli.passkey_tables import accuracy_table, lambda_table
 from lminf_diag.cli.progress import Progress, warn_short_window
-from lminf_diag.evaluate.passkey import DEFAULT_TRIALS
 
 VERB = "passkey"
 DEFAULT_LENGTHS = "4096,8192,16384"
@@ -40,40 +47,6 @@ COST = (
     "0.1 s per prompt but answers none (the prompt alone is 246 bytes, past its T of 128): it checks the\n"
     "mechanics only."
 )
-
-
-def parse_lengths(text: str) -> list[int]:
-    """``"4096,16384"`` -> [4096, 16384] (whole numbers >= 1, repeats dropped, order kept).
-
-    >>> parse_lengths("4096, 16384,4096")
-    [4096, 16384]
-    """
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated token counts such as 4096,16384; got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"lengths must be whole numbers of tokens >= 1; got {text!r}")
-    return list(dict.fromkeys(values))
-
-
-def parse_depths(text: str) -> list[float]:
-    """``"0,0.5,1"`` -> [0.0, 0.5, 1.0] (fractions of the haystack before the needle).
-
-    >>> parse_depths("0, .5,1")
-    [0.0, 0.5, 1.0]
-    """
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated fractions such as 0,0.5,1; got {text!r}"
-        ) from None
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"depths must be fractions between 0 and 1; got {text!r}")
-    return list(dict.fromkeys(values))
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -132,120 +105,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def add_trials_option(g: Any, prefix: str = "--", dest: str = "trials") -> None:
-    """--trials N (alias --prompts N): prompts per length (with `prefix`, e.g. "--passkey-" in `diag report`)."""
-    g.add_argument(
-        f"{prefix}trials",
-        f"{prefix}prompts",
-        dest=dest,
-        type=options.bounded_int(1, "prompts per length"),
-        default=DEFAULT_TRIALS,
-        metavar="N",
-        help=f"prompts per length, each with its own seeded key and depth (default {DEFAULT_TRIALS}; "
-        "the reference scripts use 200)",
-    )
-
-
-def add_top_k_options(g: Any, prefix: str = "--") -> None:
-    """--top-k, --top-k-from-layer, --top-k-distance (with `prefix`, e.g. "--passkey-" in `diag report`)."""
-    g.add_argument(
-        f"{prefix}top-k",
-        dest="top_k",
-        type=options.bounded_int(0, "middle tokens per head added to the last row; 0 = off"),
-        default=0,
-        metavar="K",
-        help="also run LM-Infinite with the top-K middle tokens (label lambda+topK): the row predicting "
-        "each next token also attends, per head, to its K best-scoring keys outside the window and the "
-        "global tokens, seen at distance --top-k-distance; the KV cache is then not bounded "
-        "(default 0 = off; the reference code used 5)",
-    )
-    g.add_argument(
-        f"{prefix}top-k-from-layer",
-        dest="top_k_from_layer",
-        type=options.bounded_int(0, "index of the first layer using the top-k middle tokens"),
-        default=4,
-        metavar="L",
-        help="with --top-k: layers with index >= L use the middle tokens (default 4)",
-    )
-    g.add_argument(
-        f"{prefix}top-k-distance",
-        dest="top_k_distance",
-        type=options.bounded_int(0, "distance at which the middle tokens are seen"),
-        default=None,
-        metavar="D",
-        help="with --top-k: the distance at which the middle tokens are seen (default n_local // 2)",
-    )
-
-
-def top_k_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The top-k settings as `run_passkey` takes them."""
-    return {
-        "top_k": getattr(args, "top_k", 0),
-        "top_k_from_layer": getattr(args, "top_k_from_layer", 4),
-        "top_k_distance": getattr(args, "top_k_distance", None),
-    }
-
-
-def _columns(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
-    )
-
-
-def _share(k: int, n: int) -> str:
-    """'0.60 [0.39, 0.78]' (Wilson 95%) or 'n/a' without prompts.
-
-    >>> _share(12, 20), _share(0, 0)
-    ('0.60 [0.39, 0.78]', 'n/a')
-    """
-    from lminf_diag.analyze.estimate import wilson
-
-    if not n:
-        return "n/a"
-    p, lo, hi = wilson(k, n)
-    return f"{p:.2f} [{lo:.2f}, {hi:.2f}]"
-
-
-def accuracy_table(result: Any) -> str:
-    """Plain-text table: one row per run; correct/prompts per length, then accuracy within / beyond T
-    with its Wilson 95% interval."""
-    header = ["run", *[str(n) for n in result.lengths], "within T", "beyond T"]
-    rows = []
-    for lab in result.labels:
-        per = [f"{k}/{n}" for k, n in result.counts_by_length(lab)]
-        (kw, nw), (kb, nb) = result.within_beyond(lab)
-        rows.append([lab, *per, _share(kw, nw), _share(kb, nb)])
-    return _columns(header, rows)
-
-
-def lambda_table(result: Any) -> str:
-    """Plain-text table over the prompts longer than n_local: per run, accuracy with the needle inside
-    and outside the Λ, and the share of needles inside it (for the baseline: the lambda settings' Λ)."""
-    rows = []
-    for lab in result.labels:
-        c = result.conditional(lab)
-        if not c["all"][1]:
-            continue
-        (ki, ni), (ko, no), (ks, ns) = c["inside"], c["outside"], c["share_inside"]
-        rows.append([lab, f"{ki}/{ni}", _share(ki, ni), f"{ko}/{no}", _share(ko, no), _share(ks, ns)])
-    if not rows:
-        return f"(no prompt longer than n_local = {result.n_local}: every needle lies inside the window)"
-    header = [
-        "run",
-        "inside",
-        "accuracy inside Λ",
-        "outside",
-        "accuracy outside Λ",
-        "share inside (expected)",
-    ]
-    return _columns(header, rows)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the verb; returns the exit code."""
+    from lminf_diag.cli.evaluation import meta, method_settings, patch_args
+    from lminf_diag.cli.loading import load
     from lminf_diag.cli.pipeline import write_outputs
-    from lminf_diag.cli.ppl import load, meta, patch_args
     from lminf_diag.evaluate import haystack_sentences, run_passkey
     from lminf_diag.runs import RUN_FILE, RunDir
 
@@ -281,8 +145,7 @@ def run(args: argparse.Namespace) -> int:
         train_len=info.train_len,
         run_dir=run_dir,
         progress=Progress,
-        **patch_args(args),
-        **top_k_args(args),
+        settings=method_settings(args),
     )
     where = "seeded random depths" if args.depths is None else f"depths {', '.join(map(str, args.depths))}"
     print(

@@ -24,6 +24,7 @@ from typing import Any
 
 from lminf_diag.cli import options
 from lminf_diag.cli.progress import Progress, timed
+from lminf_diag.cli.settings import RunSettings, settings_of
 from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.runs import RUN_FILE, RunDir, trace_step
@@ -80,21 +81,18 @@ def warn_short_window(length: int, train_len: int | None) -> None:
     warn(length, train_len)
 
 
-def patch_settings(args: argparse.Namespace, mode: str, train_len: int | None) -> dict[str, Any]:
+def patch_settings(args: argparse.Namespace | RunSettings, mode: str, train_len: int | None) -> dict[str, Any]:
     """The `lm_infinite` keyword arguments of one mode (n_local defaults to the training length)."""
-    return {
-        "n_global": args.n_global,
-        "n_local": args.n_local or train_len,
-        "limit": args.limit,
-        "mode": mode,
-    }
+    return settings_of(args).patch(mode, train_len)
 
 
-def method_of(args: argparse.Namespace, label: str, model: Any, train_len: int | None, n_tokens: int) -> Any:
+def method_of(args: argparse.Namespace | RunSettings, label: str, model: Any, train_len: int | None,
+              n_tokens: int) -> Any:
     """The `MethodSpec` of a --method label (None for the baseline and --mode labels): the method's
     defaults, with --n-global/--n-local/--limit where it has them and --rope-factor (default: the
     window's length / training length) where it scales RoPE."""
-    if label == "baseline" or label not in options.methods(args) or label in (getattr(args, "mode", None) or []):
+    s = settings_of(args)
+    if label == "baseline" or label not in s.methods or label in s.modes:
         return None
     from lminf_diag.attention.method_spec import split_name
     from lminf_diag.patch.methods import resolve_method
@@ -102,33 +100,34 @@ def method_of(args: argparse.Namespace, label: str, model: Any, train_len: int |
     attn, rope = split_name(label)
     settings: dict[str, Any] = {}
     if attn:
-        settings.update(n_global=args.n_global, n_local=args.n_local)
+        settings.update(n_global=s.n_global, n_local=s.n_local)
         if attn != "streaming":
-            settings["limit"] = args.limit
+            settings["limit"] = s.limit
     if rope:
-        factor = getattr(args, "rope_factor", None)
+        factor = s.rope_factor
         settings.update({"factor": factor} if factor is not None else {"target_len": n_tokens})
     return resolve_method(model, label, train_len=train_len, **settings)
 
 
-def capture_trace(session: Session, args: argparse.Namespace, label: str, stride: int, window: int = 0,
+def capture_trace(session: Session, args: argparse.Namespace | RunSettings, label: str, stride: int, window: int = 0,
                   prefix: Any = None, on_prefix: Any = None):
     """One forward pass of `label` ("baseline" or a mode) over window `window`, recording everything
     the analyzers use. The baseline hands its KV cache of the first n_local tokens to `on_prefix`;
     a patched run given that `prefix` computes only the rows after it (`capture.prefix`)."""
     from lminf_diag.capture.compare import default_hidden_layers, run_trace
 
+    s = settings_of(args)
     info, model = session.info, session.model
     where, ids = session.windows[window]
     ids = ids.to(input_device(model))
-    spec = method_of(args, label, model, info.train_len, int(ids.shape[1]))
-    patch = None if label == "baseline" or spec is not None else patch_settings(args, label, info.train_len)
-    share = (args.n_local or info.train_len or 0) if on_prefix is not None else 0
-    trace = run_trace(model, ids, label=label, patch=patch, method=spec, layers=args.layers,
+    spec = method_of(s, label, model, info.train_len, int(ids.shape[1]))
+    patch = None if label == "baseline" or spec is not None else s.patch(label, info.train_len)
+    share = (s.n_local or info.train_len or 0) if on_prefix is not None else 0
+    trace = run_trace(model, ids, label=label, patch=patch, method=spec, layers=s.layers,
                       hidden_layers=default_hidden_layers(info.n_layers), stride=stride,
                       hidden_stride=stride, text_source=where.text, train_len=info.train_len,
                       prefix=prefix, keep_prefix=share, on_prefix=on_prefix)
-    trace.meta.extra.update({"stride": stride, "seed": args.seed, "window": where.to_dict()})
+    trace.meta.extra.update({"stride": stride, "seed": s.seed, "window": where.to_dict()})
     return trace
 
 
@@ -172,26 +171,27 @@ def load_replicate(run: RunDir) -> Any:
     return Replicate([{lab: run.load_trace(grouped[w][lab]) for lab in labels} for w in complete])
 
 
-def record_args(args: argparse.Namespace, stride: int) -> dict[str, Any]:
+def record_args(args: argparse.Namespace | RunSettings, stride: int) -> dict[str, Any]:
     """The settings that define a run's traces (compared when a run folder is reopened).
 
     The run labels are not among them: each trace is stored under its label and window, so a
     finished run folder takes another mode (an ablation) without --overwrite."""
+    s = settings_of(args)
     return {
-        "model": args.model,
-        "text": args.text,
-        "windows": options.resolve_windows(args),
-        "length": args.length,
-        "repeat": args.repeat,
-        "n_global": args.n_global,
-        "n_local": args.n_local,
-        "limit": args.limit,
-        "layers": "all" if args.layers is None else args.layers,
+        "model": s.model,
+        "text": s.text,
+        "windows": s.windows,
+        "length": s.length,
+        "repeat": s.repeat,
+        "n_global": s.n_global,
+        "n_local": s.n_local,
+        "limit": s.limit,
+        "layers": "all" if s.layers is None else s.layers,
         "stride": stride,
-        "dtype": args.dtype,
-        "train_len": args.train_len,
-        "seed": args.seed,
-        **({"rope_factor": args.rope_factor} if getattr(args, "rope_factor", None) is not None else {}),
+        "dtype": s.dtype,
+        "train_len": s.train_len,
+        "seed": s.seed,
+        **({"rope_factor": s.rope_factor} if s.rope_factor is not None else {}),
     }
 
 
@@ -210,9 +210,8 @@ def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
     `Replicate`; prints the finished steps it skips."""
     from lminf_diag.capture.windows import Replicate
 
-    labels = options.labels(args)
-    k = options.resolve_windows(args)
-    stride = options.resolve_stride(args.stride, args.length)
+    s = settings_of(args)
+    labels, k, stride = list(s.labels), s.windows, s.resolved_stride
     keys = [(w, lab, trace_key(lab, w)) for w in range(k) for lab in labels]
     done = {key for _, _, key in keys if run.has(trace_step(key))}
     if done:
@@ -324,9 +323,9 @@ def reference_meta(refs: Mapping[str, Any]) -> dict[str, Any]:
 def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
     """The whole verb: run folder, captures over every window (resumable), analysis, report, summary."""
     t0 = time.perf_counter()
-    stride = options.resolve_stride(args.stride, args.length)
-    record = record_args(args, stride)
-    out = Path(args.out) if args.out else options.default_out(verb, args.model, args.length, record, record["windows"])
+    s = settings_of(args)  # built once: every step below reads the same settings
+    record = record_args(s, s.resolved_stride)
+    out = Path(args.out) if args.out else options.default_out(verb, s.model, s.length, record, record["windows"])
     run = RunDir(out, record, overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     traces = capture_all(args, run, options.human(args))
@@ -338,7 +337,7 @@ def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
     with timed("analysis", sys.stderr):
         results = analyze(traces, **refs)
     run.start()
-    meta = run_meta(run, traces, command=verb, device=args.device or "cpu")
+    meta = run_meta(run, traces, command=verb, device=s.device or "cpu")
     meta.update(reference_meta(refs))
     meta["seconds for this command"] = round(time.perf_counter() - t0, 2)
     return write_outputs(verb, out, results, meta, args)

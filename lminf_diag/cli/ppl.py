@@ -18,13 +18,13 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from lminf_diag.cli import options
-from lminf_diag.cli.progress import Progress, timed, warn_short_window
+from lminf_diag.cli.evaluation import meta, method_settings, patch_args
+from lminf_diag.cli.progress import Progress, warn_short_window
 
 VERB = "ppl"
 
@@ -114,52 +114,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """(model, tokenizer, ModelInfo) with --train-len applied; refuses an unknown training length."""
-    from lminf_diag.errors import InvalidArgumentError
-    from lminf_diag.models import load_model, model_info
-
-    with timed("loading model", sys.stderr):
-        options.seed_everything(args.seed)
-        model, tok = load_model(args.model, **options.load_kwargs(args))
-    info = model_info(model, train_len=args.train_len)
-    if info.train_len is None and args.n_local is None:
-        raise InvalidArgumentError(
-            f"The training length of {args.model} is unknown (no max_position_embeddings or similar in its "
-            "config); pass --train-len N, or --n-local N for the patch window."
-        )
-    return model, tok, info
-
-
-def patch_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The patch settings as the runners take them (and as a run folder records them)."""
-    return {"n_global": args.n_global, "n_local": args.n_local, "limit": args.limit}
-
-
-def meta(
-    verb: str, run: Any, args: argparse.Namespace, info: Any, labels: list[str], t0: float, **extra: Any
-) -> dict[str, Any]:
-    """The report's metadata table: model, runs, patch settings, timings, versions."""
-    return {
-        "command": verb,
-        "model": args.model,
-        "train_len": info.train_len,
-        "labels": labels,
-        "n_global": args.n_global,
-        "n_local": args.n_local or info.train_len,
-        "limit": args.limit or args.n_local or info.train_len,
-        **extra,
-        "settings": run.info.get("args", {}),
-        "run folder": str(run.path),
-        "started": run.info.get("created"),
-        "git": run.info.get("git") or "-",
-        "seconds per step": run.seconds,
-        "seconds for this command": round(time.perf_counter() - t0, 2),
-        "device": args.device or "cpu",
-        "versions": run.info.get("versions", {}),
-    }
-
-
 def per_document_table(result: Any) -> str:
     """Per document (rows) and label: in-range loss (T/2..T), loss past T, and fluent until ('≥' censored).
 
@@ -217,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else options.default_out(VERB, args.model, args.length, settings)
     run_dir = RunDir(out, settings, overwrite=args.overwrite)
     args.resume_hint = f"finished documents are kept in {out} ({RUN_FILE})"
+    from lminf_diag.cli.loading import load
+
     model, tok, info = load(args)
     warn_short_window(args.length, info.train_len, "documents' length")
     result = perplexity_over_documents(
@@ -233,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         recompute=args.recompute,
         recompute_stride=args.recompute_stride,
         control=args.control,
-        **patch_args(args),
+        settings=method_settings(args),
     )
     for note in result.notes:
         print(note, file=stream)

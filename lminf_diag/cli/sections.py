@@ -38,7 +38,12 @@ def analyze(traces: Any, train_len: int | None = None, **references: Any) -> dic
 
 def add_extra_options(p: argparse.ArgumentParser) -> None:
     """--passkey-lengths/-depths/-top-k..., --docs/--baseline-max-length, --decode-contexts/--decode-steps."""
-    from lminf_diag.cli.passkey import add_top_k_options, parse_depths, parse_lengths
+    from lminf_diag.cli.passkey_options import (
+        add_top_k_options,
+        add_trials_option,
+        parse_depths,
+        parse_lengths,
+    )
 
     g = p.add_argument_group(
         "extra sections (off by default: each loads the model again and takes time; resumable in --out)"
@@ -60,8 +65,6 @@ def add_extra_options(p: argparse.ArgumentParser) -> None:
         "random depth per prompt, uniform in [0, 1])",
     )
     add_top_k_options(g, "--passkey-")  # as `diag passkey --top-k ...`, for the passkey section only
-    from lminf_diag.cli.passkey import add_trials_option
-
     add_trials_option(g, "--passkey-", dest="passkey_trials")
     g.add_argument(
         "--docs",
@@ -107,8 +110,8 @@ def extras_requested(args: argparse.Namespace) -> list[str]:
 
 def passkey_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, run: Any) -> Any:
     """Passkey retrieval at --passkey-lengths x --passkey-depths, baseline and every mode; resumable."""
-    from lminf_diag.cli.passkey import accuracy_table, lambda_table, top_k_args
-    from lminf_diag.cli.ppl import patch_args
+    from lminf_diag.cli.evaluation import method_settings
+    from lminf_diag.cli.passkey_tables import accuracy_table, lambda_table
     from lminf_diag.cli.progress import Progress
     from lminf_diag.evaluate import run_passkey
 
@@ -123,8 +126,7 @@ def passkey_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, r
         train_len=info.train_len,
         run_dir=run,
         progress=Progress,
-        **patch_args(args),
-        **top_k_args(args),
+        settings=method_settings(args),
     )
     stream = options.human(args)
     print(f"\npasskey accuracy (training length T = {info.train_len} tokens)", file=stream)
@@ -135,7 +137,7 @@ def passkey_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, r
 
 def documents_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, run: Any) -> Any:
     """Loss over --docs at --length tokens, baseline and every mode; None when no document is long enough."""
-    from lminf_diag.cli.ppl import patch_args
+    from lminf_diag.cli.evaluation import method_settings
     from lminf_diag.cli.progress import Progress
     from lminf_diag.evaluate import perplexity_over_documents
 
@@ -149,7 +151,7 @@ def documents_section(args: argparse.Namespace, model: Any, tok: Any, info: Any,
         train_len=info.train_len,
         run_dir=run,
         progress=Progress,
-        **patch_args(args),
+        settings=method_settings(args),  # the documents take n_global, n_local, limit
     )
     stream = options.human(args)
     for note in result.notes:
@@ -170,29 +172,30 @@ def decoding_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, 
     Each (label, context) is kept in the run folder under ``decode/`` with the settings it was
     measured with (model, text, steps, dtype, device, patch); a rerun reuses it.
     """
-    from lminf_diag.cli.pipeline import patch_settings
     from lminf_diag.cli.progress import Progress
+    from lminf_diag.cli.settings import settings_of
     from lminf_diag.data import load_text, token_window
     from lminf_diag.evaluate.cells import CellStore, Steps
     from lminf_diag.evaluate.decoding import DecodingResult, DecodingRun, decode
     from lminf_diag.models.loader import model_name
 
-    labels = options.labels(args)
-    text, _ = load_text(args.text)
+    s = settings_of(args)
+    labels = list(s.labels)
+    text, _ = load_text(s.text)
     common = {
         "model": model_name(model),
-        "text": args.text,
-        "repeat": args.repeat,
+        "text": s.text,
+        "repeat": s.repeat,
         "steps": args.decode_steps,
-        "dtype": args.dtype,
-        "device": args.device or "cpu",
+        "dtype": s.dtype,
+        "device": s.device or "cpu",
     }
     runs: dict[str, list[Any]] = {lab: [] for lab in labels}
     steps = Steps(Progress, len(labels) * len(args.decode_contexts))
     for n in args.decode_contexts:
         ids = None
         for lab in labels:
-            patch = None if lab == "baseline" else patch_settings(args, lab, info.train_len)
+            patch = None if lab == "baseline" else s.patch(lab, info.train_len)
             store = CellStore(run, "decode", {**common, "patch": patch})
             key, name = f"{lab}_{n}", f"{lab}: decode {args.decode_steps} tokens after {n}"
             cell = store.load(key)
@@ -201,7 +204,7 @@ def decoding_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, 
                 steps.skip(name)
                 continue
             if ids is None:
-                ids = token_window(tok, text, n, repeat=args.repeat)
+                ids = token_window(tok, text, n, repeat=s.repeat)
             start = time.perf_counter()
             with steps.step(name):
                 done = decode(model, ids, args.decode_steps, patch=patch, label=lab)
@@ -212,7 +215,7 @@ def decoding_section(args: argparse.Namespace, model: Any, tok: Any, info: Any, 
 
 def extra_sections(args: argparse.Namespace, run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """({section: result}, {metadata}) of the extra sections asked for; loads the model once."""
-    from lminf_diag.cli.ppl import load
+    from lminf_diag.cli.loading import load
 
     model, tok, info = load(args)
     results: dict[str, Any] = {}
@@ -246,15 +249,16 @@ def run_with_extras(args: argparse.Namespace, verb: str = "report",
     returns (section, result) to put first (the methods table)."""
     from lminf_diag.cli.pipeline import capture_all, record_args, run_meta, write_outputs
     from lminf_diag.cli.progress import timed
+    from lminf_diag.cli.settings import settings_of
     from lminf_diag.evaluate import resolve_documents
     from lminf_diag.runs import RUN_FILE, RunDir
 
     t0 = time.perf_counter()
     if args.docs:
         resolve_documents(args.docs)  # a wrong name fails before anything runs
-    stride = options.resolve_stride(args.stride, args.length)
-    record = record_args(args, stride)
-    out = Path(args.out) if args.out else options.default_out(verb, args.model, args.length, record, record["windows"])
+    s = settings_of(args)  # built once: the capture, the analysis and the sections read the same settings
+    record = record_args(s, s.resolved_stride)
+    out = Path(args.out) if args.out else options.default_out(verb, s.model, s.length, record, record["windows"])
     run = RunDir(out, record, overwrite=args.overwrite)
     args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
     traces = capture_all(args, run, options.human(args))
@@ -264,7 +268,7 @@ def run_with_extras(args: argparse.Namespace, verb: str = "report",
 
         refs = loss_references(args, run)
     with timed("analysis", sys.stderr):
-        results = analyze(traces, train_len=args.train_len, **refs)
+        results = analyze(traces, train_len=s.train_len, **refs)
     extra, extra_meta = extra_sections(args, run)
     results.update(extra)
     if summarize is not None:
@@ -273,9 +277,9 @@ def run_with_extras(args: argparse.Namespace, verb: str = "report",
     run.start()
     from lminf_diag.cli.pipeline import reference_meta
 
-    meta = run_meta(run, traces, command=verb, device=args.device or "cpu", **extra_meta, **reference_meta(refs))
-    if args.train_len:  # the traces record the model's own training length
-        meta["train_len"] = args.train_len
+    meta = run_meta(run, traces, command=verb, device=s.device or "cpu", **extra_meta, **reference_meta(refs))
+    if s.train_len:  # the traces record the model's own training length
+        meta["train_len"] = s.train_len
     meta["seconds for this command"] = round(time.perf_counter() - t0, 2)
     return write_outputs(verb, out, results, meta, args)
 

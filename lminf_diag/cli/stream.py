@@ -92,8 +92,8 @@ class Ticker:
 
 def run(args: argparse.Namespace) -> int:
     """Run the verb; returns the exit code."""
+    from lminf_diag.cli.loading import load
     from lminf_diag.cli.pipeline import write_outputs
-    from lminf_diag.cli.ppl import load
     from lminf_diag.evaluate.stream import stream_ids, stream_loss
     from lminf_diag.runs import RunDir
 

@@ -112,8 +112,8 @@ def reach_distances(args: argparse.Namespace) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the verb; returns the exit code."""
+    from lminf_diag.cli.loading import load
     from lminf_diag.cli.pipeline import write_outputs
-    from lminf_diag.cli.ppl import load
     from lminf_diag.evaluate.reach import run_reach
     from lminf_diag.evaluate.sweep import run_sweep
     from lminf_diag.runs import RUN_FILE, RunDir

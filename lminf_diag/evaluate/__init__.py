@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from lminf_diag.evaluate.documents import DEFAULT_DOCUMENTS, perplexity_over_documents, resolve_documents
 from lminf_diag.evaluate.documents_result import DocumentPerplexityResult
+from lminf_diag.evaluate.methods_table import MethodsTable, methods_table
 from lminf_diag.evaluate.passkey import (
     PasskeyPrompt,
     build_passkey_prompt,
@@ -25,10 +26,9 @@ from lminf_diag.evaluate.passkey import (
     passkey_key,
     score_answer,
 )
-from lminf_diag.evaluate.methods_table import MethodsTable, methods_table
-from lminf_diag.evaluate.references import recompute_windows
 from lminf_diag.evaluate.passkey_run import PasskeyResult, PasskeyTrial, run_passkey
 from lminf_diag.evaluate.reach import ReachResult, run_reach
+from lminf_diag.evaluate.references import recompute_windows
 from lminf_diag.evaluate.stream import stream_ids, stream_loss
 from lminf_diag.evaluate.stream_result import StreamResult
 from lminf_diag.evaluate.sweep import run_sweep

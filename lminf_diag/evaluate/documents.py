@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lminf_diag.attention.method_spec import method_names
+from lminf_diag.attention.method_spec import MethodSettings, method_names
 from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError, TextTooShortError
 from lminf_diag.evaluate.cells import CellStore, ProgressFactory, Steps, cell_name, model_train_len
@@ -163,7 +163,8 @@ def perplexity_over_documents(
     length: int = 16384,
     *,
     modes: Sequence[str] = ("baseline", "lambda"),
-    n_global: int = 10,
+    settings: MethodSettings | None = None,
+    n_global: int | None = None,
     n_local: int | None = None,
     limit: int | None = None,
     baseline_max_length: int | None = None,
@@ -183,6 +184,8 @@ def perplexity_over_documents(
     than `length` is skipped, with a note in `result.notes` giving its length in tokens.
     modes: "baseline" (no patch) and LM-Infinite modes, each under
     `lm_infinite(model, n_global, n_local, limit, mode=m)`.
+    settings: the attention settings of every run (`MethodSettings`); the loose keywords n_global,
+    n_local, limit are its deprecated form (None: the `MethodSettings` default), refused together.
     baseline_max_length: run the baseline on the first that many tokens only (it is slow and
     degenerate far past the training length); `result.capped_at["baseline"]` records it.
     smooth: moving-average window of the curves (default T / 16, `analyze.perplexity.smooth_window`).
@@ -210,12 +213,13 @@ def perplexity_over_documents(
     docs = resolve_documents(sources)
     if baseline_max_length is not None and baseline_max_length >= length:
         baseline_max_length = None
-    train_len = train_len or model_train_len(model) or n_local
+    ms = MethodSettings.merge(settings, n_global=n_global, n_local=n_local, limit=limit)
+    train_len = train_len or model_train_len(model) or ms.n_local
     if train_len is None:
         raise InvalidArgumentError(
             "the training length of the model is unknown; pass train_len=N (--train-len)"
         )
-    patch = {"n_global": n_global, "n_local": n_local, "limit": limit, "train_len": train_len}
+    patch = {**ms.patch(), "train_len": train_len}
     common = {"model": model_name(model), "length": length}
     stores = {}  # what a cell depends on: the baseline on its cap, a mode on the patch settings
     for label, mode, shuffled in plan:

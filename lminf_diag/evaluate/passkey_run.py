@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lminf_diag.attention.method_spec import method_names
+from lminf_diag.attention.method_spec import MethodSettings, method_names
 from lminf_diag.devices import input_device
 from lminf_diag.errors import InvalidArgumentError
 from lminf_diag.evaluate.cells import CellStore, ProgressFactory, Steps, model_train_len
@@ -156,7 +156,8 @@ def run_passkey(
     trials: int = DEFAULT_TRIALS,
     seed: int = 0,
     modes: Sequence[str] = ("baseline", "lambda"),
-    n_global: int = 10,
+    settings: MethodSettings | None = None,
+    n_global: int | None = None,
     n_local: int | None = None,
     limit: int | None = None,
     haystack: str = "filler",
@@ -164,8 +165,8 @@ def run_passkey(
     train_len: int | None = None,
     run_dir: Any = None,
     progress: ProgressFactory | None = None,
-    top_k: int = 0,
-    top_k_from_layer: int = 4,
+    top_k: int | None = None,
+    top_k_from_layer: int | None = None,
     top_k_distance: int | None = None,
 ) -> PasskeyResult:
     """Passkey accuracy per (run, length) over `trials` prompts per length, with each needle's place in the Λ.
@@ -176,6 +177,9 @@ def run_passkey(
     `passkey_key(seed, length, depth, trial)`: the same prompts for every run.
     modes: "baseline" (no patch) and LM-Infinite modes ("lambda", "mask_only", "cap_only",
     "window"), each run under `lm_infinite(model, n_global, n_local, limit, mode=m)`.
+    settings: the attention settings of every run (`MethodSettings`: n_global, n_local, limit and
+    the top-k ones); the loose keywords n_global ... top_k_distance are the deprecated form of
+    the same (None: the `MethodSettings` default), refused together with `settings`.
     train_len: the training length (default: read from the model), the default of n_local and
     the boundary between "within" and "beyond".
     Every record holds the needle's token span, whether it lies inside the run's Λ (None for the
@@ -203,21 +207,25 @@ def run_passkey(
     _check(lengths, depths, trials, modes)
     if max_new_tokens < 1:
         raise InvalidArgumentError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    ms = MethodSettings.merge(
+        settings, n_global=n_global, n_local=n_local, limit=limit, top_k=top_k,
+        top_k_from_layer=top_k_from_layer, top_k_distance=top_k_distance,
+    )  # fmt: skip
     train_len = train_len or model_train_len(model)
-    if n_local is None and train_len is None and any(m != "baseline" for m in modes):
+    if ms.n_local is None and train_len is None and any(m != "baseline" for m in modes):
         raise InvalidArgumentError(
             "The model's training length is unknown, so the patch window is too: pass train_len or n_local."
         )
-    patch = {"n_global": n_global, "n_local": n_local, "limit": limit, "train_len": train_len}
+    patch = {**ms.patch(), "train_len": train_len}
     patches = {m: patch for m in modes}
-    if top_k:
+    if ms.top_k:
         from lminf_diag.attention.spec import LambdaSpec
 
-        top = {"top_k": top_k, "top_k_from_layer": top_k_from_layer, "top_k_distance": top_k_distance}
-        LambdaSpec.resolve(n_local or train_len or 1, n_global, n_local, limit, **top)  # bad values fail now
-        modes.append(top_k_label(top_k))
+        top = ms.top()
+        LambdaSpec.resolve(ms.n_local or train_len or 1, **ms.kwargs())  # bad values fail now
+        modes.append(top_k_label(ms.top_k))
         patches[modes[-1]] = {**patch, **top}
-    flags = {"n_global": n_global, "n_local": n_local or train_len}
+    flags = {"n_global": ms.n_global, "n_local": ms.n_local or train_len}
     common = {
         "model": model_name(model),
         "depths": "random" if depths is None else depths,
@@ -277,7 +285,7 @@ def run_passkey(
         depths=[] if depths is None else depths,
         trials=trials,
         haystack=os.fspath(haystack),
-        n_global=n_global,
+        n_global=ms.n_global,
         n_local=flags["n_local"],
         seed=seed,
     )

@@ -138,7 +138,10 @@ def run_copy_task(
     """Every trial at every distance, baseline and LM-Infinite (n_local = T), batched per distance."""
     import torch
 
+    from lminf_diag.attention.method_spec import MethodSettings
     from lminf_diag.patch import lm_infinite, through_kernel
+
+    lam = MethodSettings(n_global=n_global, n_local=train_len)
 
     gains = {"baseline": np.zeros((len(distances), trials)), "lambda": np.zeros((len(distances), trials))}
     first = {k: np.zeros_like(v) for k, v in gains.items()}
@@ -153,7 +156,7 @@ def run_copy_task(
         ids = torch.tensor(rows, dtype=torch.long)  # (2K, N): repeat, control, repeat, ...
         with through_kernel(model):  # bounded memory for eager ALiBi too
             runs = {"baseline": batch_nll(model, ids)}
-            with lm_infinite(model, n_global=n_global, n_local=train_len):
+            with lm_infinite(model, **lam.kwargs()):
                 runs["lambda"] = batch_nll(model, ids)
         for lab, nll in runs.items():
             for t, (a, b) in enumerate(where):

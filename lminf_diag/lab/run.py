@@ -160,9 +160,11 @@ def _repeated(windows: list[Any]) -> bool:
 def _cell(model: Any, tok: Any, name: str, T: int, m: int, s: LabSettings) -> LabCell:
     """Capture K windows of m*T tokens plain and patched; the analyzers' declarations."""
     from lminf_diag.analyze import analyze_all
+    from lminf_diag.attention.method_spec import MethodSettings
     from lminf_diag.capture.compare import auto_stride, compare
     from lminf_diag.capture.windows import Replicate, plan_windows
 
+    lam = MethodSettings(n_global=s.n_global, n_local=T)
     length = m * T
     windows = plan_windows(tok, [s.text], length, s.windows, repeat=True)
     cmps = []
@@ -171,8 +173,7 @@ def _cell(model: Any, tok: Any, name: str, T: int, m: int, s: LabSettings) -> La
             model,
             input_ids=ids,
             modes=("lambda",),
-            n_global=s.n_global,
-            n_local=T,
+            **lam.patch(),
             stride=auto_stride(length),
             text_source=where.text,
         )
@@ -192,16 +193,19 @@ def _loss_pass(model: Any, tok: Any, T: int, s: LabSettings) -> tuple[np.ndarray
     """(2, K, N) per-token loss, baseline and LM-Infinite, over K windows of fluency_multiple x T."""
     import torch
 
+    from lminf_diag.attention.method_spec import MethodSettings
     from lminf_diag.capture.nll import token_nll
     from lminf_diag.capture.windows import plan_windows
     from lminf_diag.patch import lm_infinite, through_kernel
+
+    lam = MethodSettings(n_global=s.n_global, n_local=T)
 
     windows = plan_windows(tok, [s.text], s.fluency_multiple * T, s.windows, repeat=True)
     out = np.full((2, len(windows), s.fluency_multiple * T), np.nan, np.float32)
     for w, (_, ids) in enumerate(windows):
         with torch.no_grad(), through_kernel(model):  # bounded memory for eager ALiBi too
             out[0, w] = token_nll(model, ids)
-            with lm_infinite(model, n_global=s.n_global, n_local=T):
+            with lm_infinite(model, **lam.kwargs()):
                 out[1, w] = token_nll(model, ids)
     return out, [f"{w.text}@{w.offset}" for w, _ in windows], _repeated(windows)
 
