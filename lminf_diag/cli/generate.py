@@ -55,6 +55,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_model_options(p)
     options.add_text_options(p, min_length=0)
     options.add_patch_options(p)
+    options.add_method_options(p)
     g = p.add_argument_group("generation")
     g.add_argument(
         "--max-new-tokens",

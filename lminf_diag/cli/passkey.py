@@ -100,6 +100,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="tokens generated per answer (default 8)",
     )
     options.add_patch_options(p)
+    options.add_method_options(p)
     add_top_k_options(p.add_argument_group("top-k middle tokens (off by default)"))
     options.add_output_options(p)
     return p

@@ -110,6 +110,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "original",
     )
     options.add_patch_options(p)
+    options.add_method_options(p)
     options.add_output_options(p)
     return p
 
