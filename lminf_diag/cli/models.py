@@ -76,7 +76,8 @@ def render(data: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["Embedded models (use with --model NAME):"]
     for e in data["embedded"]:
         if e.get("shipped"):
-            state = "shipped with the package" if e["cached"] else "missing from this installation"
+            state = ("shipped with the package" if e["cached"] else
+                     "not shipped: loading it prints the command that trains it (about 5 minutes)")
         else:
             state = "converted, cached" if e["cached"] else "converted on first use"
         lines.append(f"  {e['name']}{' (default)' if e['default'] else ''}  [{state}]")
