@@ -255,13 +255,15 @@ def test_rope_lab_verdicts_come_from_windows(rope_lab):
 
 
 def test_rope_lab_copy_task_is_reported_honestly(rope_lab):
-    """The lab models are near trigram level: no copy gain at T/4 (measured -0.01, CI -0.08..0.06);
-    under LM-Infinite a string 2T back is outside the window, so its gain is 0 by construction."""
+    """The lab models are near trigram level: no copy gain at T/4 (lab-rope, 4 trials: an interval
+    around 0, never above the 0.1-nat margin); under LM-Infinite a string 2T back is outside the
+    window, so its gain is 0 by construction, and the findings say so."""
     payload, _, _ = rope_lab
     copy = {
         (r["figure"], r["label"]): r for r in payload["key_figures"] if r["figure"].startswith("copy gain")
     }
     inside = copy[("copy gain at d=32 (0.25T)", "lab-rope:baseline")]
-    assert inside["n"] == 4 and inside["ci_high"] < 0.1
+    assert inside["n"] == 4 and inside["ci_low"] < 0.1 and abs(inside["estimate"]) < 0.1  # not "present"
     assert abs(copy[("copy gain at d=256 (2T)", "lab-rope:lambda")]["estimate"]) < 1e-3
-    assert any("no copy ability even inside T" in line for line in payload["findings"])
+    assert any("copy task" in line and "uses the string at distance d?" in line for line in payload["findings"])
+    assert any("near 0 by construction, not a measurement" in line for line in payload["findings"])

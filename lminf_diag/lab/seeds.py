@@ -77,6 +77,11 @@ def _censored(e: Estimate) -> bool:
     return e.ci_high == math.inf
 
 
+def _distinct_models(labels: list[str]) -> bool:
+    models = [split_model(label)[0] for label in labels]
+    return len(set(models)) == len(models)
+
+
 def across_seeds(figures: list[Estimate]) -> list[Estimate]:
     """Per-seed estimates -> one estimate per scheme (mean over seeds, t interval, n = seeds).
 
@@ -88,8 +93,8 @@ def across_seeds(figures: list[Estimate]) -> list[Estimate]:
         groups.setdefault(key, []).append(e)
     out = []
     for (figure, label), items in groups.items():
-        if len(items) < 2:
-            out += items
+        if len(items) < 2 or not _distinct_models([e.label for e in items]):
+            out += items  # one seed, or two parts of one model's run that share a label: not seeds
             continue
         first = items[0]
         pooled = estimate(
@@ -107,8 +112,8 @@ def consensus(verdicts: list[Verdict]) -> list[Verdict]:
     out = []
     for (factor, label, figure), items in groups.items():
         counts = Counter(v.verdict for v in items)
-        if len(items) == 1:
-            out.append(items[0])
+        if len(items) == 1 or not _distinct_models([v.label for v in items]):
+            out += items
             continue
         if len(counts) == 1:
             word = items[0].verdict
