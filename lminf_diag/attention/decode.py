@@ -8,13 +8,20 @@ merge exactly through their log-sum-exp. Same function as `kernel.explicit_atten
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .fused import _merge, _piece
 from .spec import Plan
 
+if TYPE_CHECKING:
+    from .rotary import RotaryOps
+    from .stats import StatsRequest
 
-def decode_supported(q: torch.Tensor, alibi, softcap, stats) -> bool:
+
+def decode_supported(q: torch.Tensor, alibi: torch.Tensor | None, softcap: float | None,
+                     stats: StatsRequest | None) -> bool:
     """True for one query row without ALiBi, soft-capping or statistics on a fused-capable device.
 
     >>> decode_supported(torch.zeros(1, 2, 1, 4), None, None, None)
@@ -25,8 +32,9 @@ def decode_supported(q: torch.Tensor, alibi, softcap, stats) -> bool:
     )
 
 
-def decode_attend(q, k, v, plan: Plan, *, scaling: float, q_pos: torch.Tensor, k_pos: torch.Tensor,
-                  rope=None, n_far: int) -> torch.Tensor:
+def decode_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, *, scaling: float,
+                  q_pos: torch.Tensor, k_pos: torch.Tensor, rope: RotaryOps | None = None,
+                  n_far: int) -> torch.Tensor:
     """Attention of one query row (B, H, 1, D) over keys (B, Hkv, Nk, D) at ascending positions
     `k_pos`; `n_far` leading keys may be attended as far keys. Returns (B, 1, H, Dv)."""
     B, H, _, D = q.shape

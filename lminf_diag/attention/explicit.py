@@ -22,12 +22,16 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .native import rowstats
 from .spec import Plan
 from .stats import StatsRequest, local_counts, reduce_block
+
+if TYPE_CHECKING:
+    from .rotary import RotaryOps
 
 BLOCK_ELEMENTS = 1 << 22  # fp32 score elements per block (16 MB); 4 MB blocks made the matmuls
 # slower and 64 MB blocks the elementwise passes (measured on 2 CPU cores)
@@ -62,7 +66,7 @@ class Columns:
         return self.q_pos[:, None] - torch.cat((self.far_pos, self.loc_pos))[None, :]
 
 
-def far_query_position(plan: Plan, q_pos: torch.Tensor):
+def far_query_position(plan: Plan, q_pos: torch.Tensor) -> torch.Tensor | int:
     """Where a capped plan moves the queries to score far keys: `limit`, or with `plan.slots` each
     query's cache-slot position min(q_pos, limit) (the far keys then stay where they are).
 
@@ -112,7 +116,9 @@ class _Buffers:
         return self.bufs[i][: math.prod(shape)].view(*shape) if self.enabled else None
 
 
-def explicit_attend(q, k, v, plan: Plan, *, scaling: float, q_pos, k_pos, rope=None, alibi=None, softcap=None,
+def explicit_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, *, scaling: float,
+                    q_pos: torch.Tensor, k_pos: torch.Tensor, rope: RotaryOps | None = None,
+                    alibi: torch.Tensor | None = None, softcap: float | None = None,
                     stats: StatsRequest | None = None, need_output: bool = True) -> torch.Tensor:
     """Attention output (B, Nq, H, Dv) in v's dtype; see `kernel.attend` for the arguments.
     With need_output=False only the statistics are computed (the output stays uninitialised)."""

@@ -10,15 +10,20 @@ log-sum-exp, so the result is the softmax over the union.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from .spec import Plan
 
+if TYPE_CHECKING:
+    from .rotary import RotaryOps
+
 ROWS = 1024  # query rows per block
 
 
-def fused_supported(q, nq: int, nk: int, q_pos: torch.Tensor, k_pos: torch.Tensor, plan: Plan | None = None) -> bool:
+def fused_supported(q: torch.Tensor, nq: int, nk: int, q_pos: torch.Tensor, k_pos: torch.Tensor, plan: Plan | None = None) -> bool:
     """True for a prefill with keys at positions 0..nk-1 on a device with a fused kernel: either the
     whole sequence (queries 0..nk-1), or, for a windowed plan, a chunk of queries nk-nq..nk-1 after
     a cache of at least n_local keys (a patched run continuing from a shared prefix)."""
@@ -70,7 +75,8 @@ def _merge(parts):
     return num / den[..., None]
 
 
-def fused_attend(q, k, v, plan: Plan, *, scaling: float, q_pos, rope=None) -> torch.Tensor:
+def fused_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, *, scaling: float,
+                 q_pos: torch.Tensor, rope: RotaryOps | None = None) -> torch.Tensor:
     """Same function as `explicit_attend` for a prefill; (B, Nq, H, Dv). The queries are the last
     Nq of the Nk keys' positions (Nq = Nk, or a chunk after at least n_local cached keys)."""
     B, H, nq, D = q.shape

@@ -61,7 +61,7 @@ class RotaryOps:
     def cos_sin(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.table(pos)
 
-    def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False):
+    def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         """Rotate the first rotary_dim features of x (..., N, D) by (cos, sin) (N, r); fp32 out."""
         r = cos.shape[-1]
         x = x.float()
@@ -74,7 +74,7 @@ class RotaryOps:
             y = xr * cos + rot * sin
         return torch.cat((y, xp), dim=-1) if xp.shape[-1] else y
 
-    def move(self, x: torch.Tensor, from_pos: torch.Tensor, to_pos) -> torch.Tensor:
+    def move(self, x: torch.Tensor, from_pos: torch.Tensor, to_pos: int | torch.Tensor) -> torch.Tensor:
         """Re-rotate x (..., N, D) from positions `from_pos` (N,) to `to_pos` (int or (N,))."""
         n = from_pos.shape[0]
         to = torch.as_tensor(to_pos, device=from_pos.device).expand(n) if not torch.is_tensor(to_pos) or to_pos.ndim == 0 else to_pos

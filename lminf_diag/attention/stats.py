@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .explicit import Columns
 
 
 def log_edges(max_distance: int, per_octave: int = 1) -> np.ndarray:
@@ -73,7 +77,7 @@ class StatsRequest:
 def reduce_block(
     s: torch.Tensor,  # (B, H, nb, K) fp32 scores, MASKED (-1e30) where not attended
     p: torch.Tensor,  # (B, H, nb, K) fp32 probabilities (exactly 0 where not attended)
-    cols,  # explicit.Columns: positions of the block's key columns and which rows attend them
+    cols: Columns,  # explicit.Columns: positions of the block's key columns and which rows attend them
     req: StatsRequest,
     scratch: torch.Tensor | None = None,  # (B, H, nb, K) fp32 buffer that may be overwritten
     fused: dict | None = None,  # top, lse, entropy (B, H, nb) and ge (B, H, nb, edges) already computed
@@ -100,7 +104,7 @@ def reduce_block(
     return out
 
 
-def local_counts(cols, edges: torch.Tensor) -> torch.Tensor:
+def local_counts(cols: Columns, edges: torch.Tensor) -> torch.Tensor:
     """(nb, edges) int64: the number of local keys at distance >= each edge, for each row; the
     keys at distance >= an edge are the first that many local columns (distance decreases along
     the columns)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,8 +65,9 @@ def _method_spec(model, method: str | MethodSpec, n: int, train_len: int | None)
     return resolve_method(model, method, train_len=train_len, **({"target_len": n} if rope else {}))
 
 
-def run_trace(model, input_ids: torch.Tensor, *, label: str | None = None, patch: dict | None = None,
-              layers=None, heads=None, hidden_layers=(), stride: int | str = "auto", hidden_stride: int = 1,
+def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | None = None, patch: dict | None = None,
+              layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
+              hidden_layers: Sequence[int] = (), stride: int | str = "auto", hidden_stride: int = 1,
               text_source: str = "", check_finite: bool = True, train_len: int | None = None,
               prefix: Prefix | None = None, keep_prefix: int = 0,
               on_prefix: Callable[[Prefix], None] | None = None,
@@ -142,10 +144,11 @@ class _null:
         return False
 
 
-def compare(model, tokenizer=None, text=None, length: int | None = None, *, input_ids=None,
+def compare(model: torch.nn.Module, tokenizer: Any = None, text: str | None = None, length: int | None = None, *,
+            input_ids: torch.Tensor | None = None,
             modes: Sequence[str] = ("lambda",), baseline: bool = True, n_global: int = 10,
-            n_local: int | None = None, limit: int | None = None, layers=None, heads=None,
-            hidden_layers=None, stride: int | str = "auto", hidden_stride: int = 1, text_source: str = "",
+            n_local: int | None = None, limit: int | None = None, layers: Sequence[int] | None = None,
+            heads: Sequence[int] | None = None, hidden_layers: Sequence[int] | None = None, stride: int | str = "auto", hidden_stride: int = 1, text_source: str = "",
             progress: Callable[[str], None] | None = None, train_len: int | None = None,
             method: str | MethodSpec | Sequence[str | MethodSpec] | None = None) -> Comparison:
     """Run the same token window baseline and patched; a `Comparison` of their traces.
@@ -196,8 +199,9 @@ def compare(model, tokenizer=None, text=None, length: int | None = None, *, inpu
     return Comparison(traces)
 
 
-def compare_windows(model, tokenizer, length: int, *, windows: int = 4, texts: Sequence[str] | None = None,
-                    repeat: bool = False, progress: Callable[[str], None] | None = None, **settings) -> Replicate:
+def compare_windows(model: torch.nn.Module, tokenizer: Any, length: int, *, windows: int = 4,
+                    texts: Sequence[str] | None = None, repeat: bool = False,
+                    progress: Callable[[str], None] | None = None, **settings: Any) -> Replicate:
     """`compare` over K independent windows of `length` tokens: a `Replicate` for the analyzers.
 
     Windows share no token: the first from `texts[0]`, then one per other text, then later

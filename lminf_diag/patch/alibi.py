@@ -9,11 +9,15 @@ for the top-k middle keys of the variant, see `attention/middle.py`). It also li
 from __future__ import annotations
 
 import types
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from ..attention.kernel import attend
+
+if TYPE_CHECKING:
+    from .router import Router
 
 
 def _mpt_slopes(module, config) -> torch.Tensor:
@@ -24,7 +28,9 @@ def _mpt_slopes(module, config) -> torch.Tensor:
 
 
 def _mpt_forward(router, layer, slopes):
-    def forward(self, hidden_states, position_bias=None, cache=None, attention_mask=None, **kwargs):
+    def forward(self: torch.nn.Module, hidden_states: torch.Tensor, position_bias: torch.Tensor | None = None,
+                cache: Any = None, attention_mask: torch.Tensor | None = None,
+                **kwargs: Any) -> tuple[torch.Tensor, None]:
         if cache is None:
             cache = kwargs.pop("past_key_values", None)
         b, n = hidden_states.shape[:2]
@@ -46,8 +52,10 @@ def _mpt_forward(router, layer, slopes):
 def _bloom_forward(router, layer, slopes):
     from transformers.models.bloom.modeling_bloom import dropout_add
 
-    def forward(self, hidden_states, residual, alibi=None, attention_mask=None, layer_past=None,
-                use_cache=False, output_attentions=False, **kwargs):
+    def forward(self: torch.nn.Module, hidden_states: torch.Tensor, residual: torch.Tensor,
+                alibi: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                layer_past: Any = None, use_cache: bool = False, output_attentions: bool = False,
+                **kwargs: Any) -> tuple[torch.Tensor, None]:
         b, n, _ = hidden_states.shape
         q, k, v = self._reshape(self.query_key_value(hidden_states))
         cache = layer_past if layer_past is not None else kwargs.get("cache", kwargs.get("past_key_values"))
@@ -64,7 +72,7 @@ def _bloom_forward(router, layer, slopes):
     return forward
 
 
-def install_alibi(model, router) -> None:
+def install_alibi(model: torch.nn.Module, router: Router) -> None:
     """Replace the attention forward of every MPT / Bloom attention module; record the undo."""
     mtype = model.config.model_type
     mods = [m for m in model.modules() if type(m).__name__ in ("MptAttention", "BloomAttention")]

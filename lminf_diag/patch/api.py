@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ..attention.method_spec import DEFAULTS, MethodSpec
 from ..attention.spec import LambdaSpec
 from ..errors import InvalidArgumentError
 from .methods import apply_method, resolve_method
 from .router import install, release_if_idle, router_of
+
+if TYPE_CHECKING:
+    from torch import nn
 
 _PATCHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> undo of patch(method=...)
 
@@ -33,7 +38,7 @@ def _patch_method(model, method, mode, train_len, settings) -> MethodSpec:
     return spec
 
 
-def patch(model, n_global: int | None = None, n_local: int | None = None, limit: int | None = None,
+def patch(model: nn.Module, n_global: int | None = None, n_local: int | None = None, limit: int | None = None,
           mode: str = "lambda", *, train_len: int | None = None, top_k: int = 0, top_k_from_layer: int = 4,
           top_k_distance: int | None = None, method: str | MethodSpec | None = None,
           factor: float | None = None, target_len: int | None = None) -> LambdaSpec | MethodSpec:
@@ -82,7 +87,7 @@ def patch(model, n_global: int | None = None, n_local: int | None = None, limit:
     return spec
 
 
-def unpatch(model) -> None:
+def unpatch(model: nn.Module) -> None:
     """Remove the patch (or the method of `patch(method=...)`); the model computes bitwise what it
     computed before."""
     undo = _PATCHED.pop(model, None)
@@ -94,16 +99,16 @@ def unpatch(model) -> None:
         release_if_idle(model)
 
 
-def current_spec(model) -> LambdaSpec | None:
+def current_spec(model: nn.Module) -> LambdaSpec | None:
     """The active patch settings of `model`, or None."""
     router = router_of(model)
     return None if router is None else router.spec
 
 
 @contextmanager
-def lm_infinite(model, n_global: int | None = None, n_local: int | None = None, limit: int | None = None,
+def lm_infinite(model: nn.Module, n_global: int | None = None, n_local: int | None = None, limit: int | None = None,
                 mode: str = "lambda", *, train_len: int | None = None, top_k: int = 0,
-                top_k_from_layer: int = 4, top_k_distance: int | None = None):
+                top_k_from_layer: int = 4, top_k_distance: int | None = None) -> Iterator[LambdaSpec]:
     """Context manager form of `patch` (the method "lambda" of `lminf_diag.method`, whose
     shorthand it is; n_global=None means 10); the previous state comes back on exit, also on error.
 
@@ -128,7 +133,7 @@ def lm_infinite(model, n_global: int | None = None, n_local: int | None = None, 
 
 
 @contextmanager
-def through_kernel(model):
+def through_kernel(model: nn.Module) -> Iterator[nn.Module]:
     """The unpatched model with its attention computed by the toolkit's kernel (plain causal plan).
 
     Same function as the model's own attention, but memory-bounded for families whose own

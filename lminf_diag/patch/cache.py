@@ -10,6 +10,9 @@ inside the window stay true and global keys are capped at `limit` as without a c
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -34,7 +37,8 @@ class LambdaLayer(DynamicLayer):
         self.positions = torch.zeros(0, dtype=torch.long)
         self.last_positions = self.positions  # positions of the states returned by the last update
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
             self.positions = self.positions.to(key_states.device)
@@ -73,7 +77,7 @@ class LambdaLayer(DynamicLayer):
         raise NotImplementedError("the bounded LM-Infinite cache cannot be cropped")
 
 
-def bound_cache(cache, n_layers: int, n_global: int, n_local: int, keep_layers=()) -> bool:
+def bound_cache(cache: Any, n_layers: int, n_global: int, n_local: int, keep_layers: Collection[int] = ()) -> bool:
     """Turn an empty transformers Cache into a bounded one in place; False if it is not possible.
 
     Layers in `keep_layers` (e.g. sliding-window layers with their own cache) are left as they are.
@@ -93,7 +97,7 @@ def bound_cache(cache, n_layers: int, n_global: int, n_local: int, keep_layers=(
     return True
 
 
-def key_positions(cache, layer_idx: int, n_keys: int) -> torch.Tensor | None:
+def key_positions(cache: Any, layer_idx: int | None, n_keys: int) -> torch.Tensor | None:
     """True positions of the keys a bounded cache layer returned, or None for other caches."""
     if cache is None or layer_idx is None or layer_idx >= len(getattr(cache, "layers", ())):
         return None

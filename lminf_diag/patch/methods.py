@@ -17,19 +17,22 @@ Example:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
 
 from ..attention.method_spec import MethodSpec, as_method
 from ..attention.spec import LambdaSpec
 from .rope_scaling import apply_rope_scaling, refusal
 from .router import install, rebind_rotary, release_if_idle, router_of
 
+if TYPE_CHECKING:
+    from torch import nn
+
 _ACTIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> [MethodSpec], innermost last
 
 
-def resolve_method(model, name: str | MethodSpec | LambdaSpec = "lambda", *, train_len: int | None = None,
+def resolve_method(model: nn.Module, name: str | MethodSpec | LambdaSpec = "lambda", *, train_len: int | None = None,
                    **settings: Any) -> MethodSpec:
     """The `MethodSpec` of `name` for `model` (training length read from the model unless given),
     checked against the model's family: a method that cannot apply is refused with the reason."""
@@ -52,7 +55,7 @@ def resolve_method(model, name: str | MethodSpec | LambdaSpec = "lambda", *, tra
     return spec
 
 
-def apply_method(model, spec: MethodSpec) -> Callable[[], None]:
+def apply_method(model: nn.Module, spec: MethodSpec) -> Callable[[], None]:
     """Apply `spec` to `model` in place; returns the function that undoes it exactly."""
     undo_rope = apply_rope_scaling(model, spec.rope, spec.name) if spec.rope is not None else None
     router = router_of(model)
@@ -87,7 +90,7 @@ def apply_method(model, spec: MethodSpec) -> Callable[[], None]:
     return undo
 
 
-def current_method(model) -> MethodSpec | None:
+def current_method(model: nn.Module) -> MethodSpec | None:
     """The innermost active method of `model` (an `lm_infinite` patch counts as its method), or None."""
     stack = _ACTIVE.get(model)
     if stack:
@@ -97,8 +100,8 @@ def current_method(model) -> MethodSpec | None:
 
 
 @contextmanager
-def method(model, name: str | MethodSpec | LambdaSpec = "lambda", *, train_len: int | None = None,
-           **settings: Any):
+def method(model: nn.Module, name: str | MethodSpec | LambdaSpec = "lambda", *, train_len: int | None = None,
+           **settings: Any) -> Iterator[MethodSpec]:
     """Run `model` under the long-context method `name` inside the block; yields its `MethodSpec`.
 
     Names (see `method_spec.METHOD_HELP`): "lambda" (LM-Infinite; `lm_infinite` is its shorthand),
@@ -120,8 +123,8 @@ def method(model, name: str | MethodSpec | LambdaSpec = "lambda", *, train_len: 
         undo()
 
 
-def applied(model, name: str, *, target_len: int | None = None, train_len: int | None = None,
-            **settings: Any):
+def applied(model: nn.Module, name: str, *, target_len: int | None = None, train_len: int | None = None,
+            **settings: Any) -> AbstractContextManager[MethodSpec | None]:
     """The context of run label `name` with the shared run settings it takes (the others ignored).
 
     One set of settings (n_global, n_local, limit, ...) serves every run of an evaluation; each

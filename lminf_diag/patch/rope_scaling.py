@@ -41,7 +41,7 @@ class RopeUndo:
             setattr(parent, attr, old)
 
 
-def refusal(model, method: str) -> str | None:
+def refusal(model: Any, method: str) -> str | None:
     """Why RoPE scaling `method` cannot apply to `model` (None when it can).
 
     >>> import transformers as tf
@@ -68,7 +68,7 @@ def refusal(model, method: str) -> str | None:
     return None
 
 
-def apply_rope_scaling(model, scaling: RopeScaling, method: str) -> RopeUndo:
+def apply_rope_scaling(model: torch.nn.Module, scaling: RopeScaling, method: str) -> RopeUndo:
     """Scale the model's RoPE zero-shot with transformers' own `scaling.rope_type`; returns the undo."""
     if scaling.rope_type not in ROPE_METHODS:
         raise InvalidArgumentError(f"rope_type must be one of {', '.join(ROPE_METHODS)}; got {scaling.rope_type!r}.")

@@ -47,7 +47,8 @@ class Router:
     undo: list = field(default_factory=list)  # callables restoring replaced forwards / tables
     active_cache: Any = None  # the KV cache of the forward call in progress
 
-    def positions(self, layer_idx, n_q: int, n_k: int, position_ids, device):
+    def positions(self, layer_idx: int | None, n_q: int, n_k: int, position_ids: torch.Tensor | None,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(q_pos, k_pos) of a call: true positions from a bounded cache, else contiguous keys
         ending at the last query position (full caches and sliding-window caches alike)."""
         kp = key_positions(self.active_cache, layer_idx, n_k)
@@ -60,14 +61,16 @@ class Router:
         k_pos = torch.arange(n_k, device=device)
         return k_pos[n_k - n_q :], k_pos
 
-    def plan_for(self, module, sliding_window: int | None, layer: int | None = None) -> Plan:
+    def plan_for(self, module: torch.nn.Module, sliding_window: int | None, layer: int | None = None) -> Plan:
         """The kernel plan of `module` (layer index `layer`, for the top-k variant's first layer)."""
         if sliding_window:  # a layer trained with its own window keeps it
             return Plan(n_local=int(sliding_window), n_global=0)
         return FULL if self.spec is None else self.spec.plan(layer)
 
 
-def lminf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def lminf_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """AttentionInterface entry point: (B, H, N, D) in, ((B, N, H, Dv), weights) out; weights are
     None unless output_attentions=True (then (B, H, Nq, Nk), see `weights.dense_weights`)."""
     entry = _MODULES.get(module)
@@ -153,11 +156,11 @@ def _before_forward(model, args, kwargs):
     return (args, kwargs) if added is not None else None
 
 
-def router_of(model) -> Router | None:
+def router_of(model: torch.nn.Module) -> Router | None:
     return _ROUTERS.get(model)
 
 
-def install(model) -> Router:
+def install(model: torch.nn.Module) -> Router:
     """Route `model` through the kernel (idempotent); returns its Router."""
     router = _ROUTERS.get(model)
     if router is not None:
@@ -175,7 +178,7 @@ def install(model) -> Router:
         if gptj and rotary is not None:
             original = rotary.embed_positions
 
-            def extend(_mod, args, kwargs):
+            def extend(_mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
                 pid = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
                 if pid is not None and pid.numel():
                     ensure_gptj_table(rotary, int(pid.max()) + 1)
@@ -203,14 +206,14 @@ def _bind_rotary(model, router: Router):
     return rotary
 
 
-def rebind_rotary(model) -> None:
+def rebind_rotary(model: torch.nn.Module) -> None:
     """After the model's rotary module was replaced (RoPE scaling methods), re-read it."""
     router = _ROUTERS.get(model)
     if router is not None and router.family.route != "module":
         _bind_rotary(model, router)
 
 
-def uninstall(model) -> None:
+def uninstall(model: torch.nn.Module) -> None:
     """Undo `install` exactly: attention implementation, forwards, tables and hooks."""
     router = _ROUTERS.pop(model, None)
     if router is None:
@@ -227,7 +230,7 @@ def uninstall(model) -> None:
             _MODULES.pop(module, None)
 
 
-def release_if_idle(model) -> None:
+def release_if_idle(model: torch.nn.Module) -> None:
     router = _ROUTERS.get(model)
     if router is not None and router.spec is None and router.recorder is None:
         uninstall(model)

@@ -21,6 +21,10 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 SOURCE = Path(__file__).with_name("rowstats.cpp")
 
@@ -45,7 +49,7 @@ def enabled() -> bool:
     return os.environ.get("LMINF_DIAG_NATIVE", "1") != "0"
 
 
-def rowstats():
+def rowstats() -> ModuleType | None:
     """The compiled module (with `softmax_stats`), or None when it is disabled or cannot be built."""
     if not enabled():
         return None
