@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from lminf_diag.attention.method_spec import METHOD_HELP, method_names
 from lminf_diag.attention.spec import MODE_HELP, MODES
 from lminf_diag.cli.lists import CommaList, comma_list  # noqa: F401  (the one list syntax)
+from lminf_diag.cli.method_options import add_method_options  # noqa: F401  (verbs call options.add_method_options)
 from lminf_diag.data import default_text, list_books
 from lminf_diag.models.embedded import DEFAULT_MODEL
 
@@ -276,29 +276,6 @@ def add_output_options(p: argparse.ArgumentParser, out: bool = True) -> None:
     )
     g.add_argument(
         "--seed", type=bounded_int(0, "random seed"), default=0, help="seed for torch/numpy (default 0)"
-    )
-
-
-def add_method_options(p: argparse.ArgumentParser) -> None:
-    """--method (repeatable, comma-separated), --rope-factor: rival long-context methods."""
-    g = p.add_argument_group("methods (rivals run through the same kernel)")
-    g.add_argument(
-        "--method",
-        action=CommaList,
-        type=comma_list(str, "methods", tuple(method_names())),
-        default=None,
-        metavar="NAME[,NAME]",
-        help="long-context method(s) to run next to the baseline, each a run labelled by its name "
-        "(with --mode, both sets run); --n-global/--n-local/--limit apply where the method has them "
-        "(streaming: --n-global sinks, --n-local recent tokens, default the training length minus the "
-        "sinks). Names: " + "; ".join(f"{m}: {h}" for m, h in METHOD_HELP.items())
-        + "; and <attention>+<rope>, e.g. lambda+dynamic",
-    )
-    g.add_argument(
-        "--rope-factor",
-        type=float,
-        default=None,
-        help="RoPE scaling factor of linear/dynamic/yarn/llama3 (default: --length / training length)",
     )
 
 

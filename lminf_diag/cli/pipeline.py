@@ -320,10 +320,10 @@ def reference_meta(refs: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
-    """The whole verb: run folder, captures over every window (resumable), analysis, report, summary."""
-    t0 = time.perf_counter()
-    s = settings_of(args)  # built once: every step below reads the same settings
+def open_run(args: argparse.Namespace, verb: str) -> tuple[Any, Path, RunDir, Any, dict]:
+    """What every analysis run starts with: (settings, out, run folder, traces of every window
+    captured or resumed, loss references asked for by --recompute / --control)."""
+    s = settings_of(args)  # built once: every step reads the same settings
     record = record_args(s, s.resolved_stride)
     out = Path(args.out) if args.out else options.default_out(verb, s.model, s.length, record, record["windows"])
     run = RunDir(out, record, overwrite=args.overwrite)
@@ -334,6 +334,13 @@ def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
         from lminf_diag.cli.references import loss_references
 
         refs = loss_references(args, run)
+    return s, out, run, traces, refs
+
+
+def run_analysis(args: argparse.Namespace, verb: str, analyze: Analyzer) -> int:
+    """The whole verb: run folder, captures over every window (resumable), analysis, report, summary."""
+    t0 = time.perf_counter()
+    s, out, run, traces, refs = open_run(args, verb)
     with timed("analysis", sys.stderr):
         results = analyze(traces, **refs)
     run.start()

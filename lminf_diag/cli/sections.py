@@ -19,7 +19,6 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from lminf_diag.cli import options
@@ -247,26 +246,14 @@ def run_with_extras(args: argparse.Namespace, verb: str = "report",
                     summarize: Callable[[dict[str, Any]], tuple[str, Any]] | None = None) -> int:
     """`pipeline.run_analysis` plus the extra sections, in the same run folder; `summarize(results)`
     returns (section, result) to put first (the methods table)."""
-    from lminf_diag.cli.pipeline import capture_all, record_args, run_meta, write_outputs
+    from lminf_diag.cli.pipeline import open_run, run_meta, write_outputs
     from lminf_diag.cli.progress import timed
-    from lminf_diag.cli.settings import settings_of
     from lminf_diag.evaluate import resolve_documents
-    from lminf_diag.runs import RUN_FILE, RunDir
 
     t0 = time.perf_counter()
     if args.docs:
         resolve_documents(args.docs)  # a wrong name fails before anything runs
-    s = settings_of(args)  # built once: the capture, the analysis and the sections read the same settings
-    record = record_args(s, s.resolved_stride)
-    out = Path(args.out) if args.out else options.default_out(verb, s.model, s.length, record, record["windows"])
-    run = RunDir(out, record, overwrite=args.overwrite)
-    args.resume_hint = f"finished steps are kept in {out} ({RUN_FILE})"
-    traces = capture_all(args, run, options.human(args))
-    refs = {}
-    if args.recompute or args.control:
-        from lminf_diag.cli.references import loss_references
-
-        refs = loss_references(args, run)
+    s, out, run, traces, refs = open_run(args, verb)
     with timed("analysis", sys.stderr):
         results = analyze(traces, train_len=s.train_len, **refs)
     extra, extra_meta = extra_sections(args, run)
