@@ -16,9 +16,13 @@ from ..errors import InvalidArgumentError, NumericalError
 from ..models import model_info, model_name
 from ..models.families import family_of
 from ..patch import lm_infinite
+from ..patch.cache import bounded_copy
 from ..patch.methods import method as run_method
 from ..patch.methods import resolve_method
+from ..patch.router import router_of
+from .chunked import chunk_tokens, read_chunked
 from .comparison import Comparison
+from .hidden import LayerProgress
 from .nll import token_nll
 from .prefix import Prefix, merge_prefix, shared_length
 from .recorder import record
@@ -71,7 +75,8 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
               text_source: str = "", check_finite: bool = True, train_len: int | None = None,
               prefix: Prefix | None = None, keep_prefix: int = 0,
               on_prefix: Callable[[Prefix], None] | None = None,
-              method: str | MethodSpec | None = None) -> Trace:
+              method: str | MethodSpec | None = None, chunk: int | str | None = "auto",
+              progress: Callable[[int, int], None] | None = None) -> Trace:
     """One forward pass (baseline when `patch` and `method` are None) recording statistics, hidden
     states and NLL.
 
@@ -85,7 +90,12 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
     `on_prefix`. `prefix` (patched run): start from that cache and capture only the rows from P
     on; rows before P are the baseline's (see `capture.prefix`). Models whose cache cannot be cut
     (sliding-window layers) or whose attention is replaced per module (ALiBi) run in full.
-    `stride="auto"` (the default, as on the CLI) is `auto_stride(n)`."""
+    `stride="auto"` (the default, as on the CLI) is `auto_stride(n)`.
+
+    `chunk`: under a bounded-cache method (lambda, mask_only, window, streaming) the window is
+    read in chunks with the bounded KV cache, in memory that does not grow with its length
+    (`capture.chunked`); "auto" chunks windows past 32768 tokens, an int sets the chunk size,
+    0 never chunks. `progress(done, total)` is called per chunk, or per layer of a single pass."""
     info = model_info(model, train_len=train_len)
     t0 = time.perf_counter()
     n = int(input_ids.shape[1])
@@ -103,20 +113,30 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
     stride = auto_stride(n) if stride == "auto" else stride
     share = shared_length(resolved, n) if prefix is not None and family_of(model).route != "module" else 0
     offset = share if share and share == prefix.length else 0
+    attention = spec.attention.to_dict() if spec is not None and spec.attention is not None else resolved
+    n_chunk = chunk_tokens(attention, n, chunk)
     cache = None
     with ctx, record(model, layers=layers, heads=heads, hidden_layers=hidden_layers, stride=stride,
-                      hidden_stride=hidden_stride, train_len=info.train_len, offset=offset) as rec:
-        if offset:
-            tail = token_nll(model, input_ids[:, offset:], past_key_values=prefix.fresh_cache())
-        elif keep_prefix and 0 < keep_prefix < n - 1 and on_prefix is not None:
-            nll, cache = token_nll(model, input_ids, keep_cache=keep_prefix)
+                      hidden_stride=hidden_stride, train_len=info.train_len, offset=offset,
+                      total=n if n_chunk else None) as rec:
+        if n_chunk:
+            start = bounded_copy(prefix.cache, *_bounds(model)) if offset else None
+            tail = read_chunked(model, input_ids, rec, n_chunk, start=offset, cache=start, progress=progress)
+            nll = tail
         else:
-            nll = token_nll(model, input_ids)
+            with LayerProgress(model, progress):
+                if offset:
+                    tail = token_nll(model, input_ids[:, offset:], past_key_values=prefix.fresh_cache())
+                    tail = np.concatenate([np.full(offset, np.nan, np.float32), tail])
+                elif keep_prefix and 0 < keep_prefix < n - 1 and on_prefix is not None:
+                    nll, cache = token_nll(model, input_ids, keep_cache=keep_prefix)
+                else:
+                    nll = token_nll(model, input_ids)
     trace = rec.trace
     if offset:
         trace = merge_prefix(trace, prefix.trace, offset)
         nll = prefix.trace.nll.copy()
-        nll[offset + 1 :] = tail[1:]
+        nll[offset + 1 :] = tail[offset + 1 :]
     trace.nll = nll
     trace.meta.label = label
     if spec is None and trace.meta.patch:
@@ -129,11 +149,19 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
     trace.meta.extra["seconds"] = round(time.perf_counter() - t0, 2)
     if offset:
         trace.meta.extra["shared_prefix"] = offset
+    if n_chunk:
+        trace.meta.extra["chunk"] = n_chunk
     if check_finite:
         _check_finite(trace)
     if cache is not None:
         on_prefix(Prefix(keep_prefix, cache, trace))
     return trace
+
+
+def _bounds(model: torch.nn.Module) -> tuple[int, int]:
+    """(n_global, n_local) of the bounded cache of the patch installed on `model`."""
+    spec = router_of(model).spec
+    return (0 if spec.mode == "window" else spec.n_global), spec.n_local
 
 
 class _null:

@@ -34,7 +34,7 @@ class HiddenHooks:
     """
 
     def __init__(self, model: torch.nn.Module, indices: Sequence[int], positions: np.ndarray | None = None,
-                 stride: int = 1, offset: int = 0):
+                 stride: int = 1, offset: int = 0, total: int | None = None):
         self.layers = decoder_layers(model)
         n = len(self.layers)
         bad = [i for i in indices if not 0 <= int(i) <= n]
@@ -43,6 +43,7 @@ class HiddenHooks:
         self.indices = [int(i) for i in indices]
         self.stride = stride
         self.offset = int(offset)  # the forward's first token sits at this position (after a cached prefix)
+        self.total = total  # the window's length when it is read in chunks (None: this forward's end)
         self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
         self.states: np.ndarray | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -51,7 +52,7 @@ class HiddenHooks:
         h = tensor[0] if tensor.dim() == 3 else tensor  # (N', D), batch size 1, positions offset..
         off = self.offset
         if self.states is None:
-            n = h.shape[0] + off
+            n = self.total or h.shape[0] + off
             if self.positions is None:  # the first 64 positions, then every stride-th
                 self.positions = np.union1d(np.arange(min(n, 64)), np.arange(0, n, self.stride))
             self.positions = self.positions[self.positions < n]
@@ -74,6 +75,38 @@ class HiddenHooks:
                     self._store(slot, out[0] if isinstance(out, tuple) else out)
 
                 self._handles.append(self.layers[idx - 1].register_forward_hook(post))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+class LayerProgress:
+    """Context manager calling `progress(layers done, layers in all)` as each decoder layer of a
+    single forward pass finishes: progress within one long pass.
+
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+    ...                   num_attention_heads=2, num_key_value_heads=2)
+    >>> model, seen = LlamaForCausalLM(cfg).eval(), []
+    >>> with torch.no_grad(), LayerProgress(model, lambda done, total: seen.append((done, total))):
+    ...     _ = model(torch.arange(8)[None])
+    >>> seen
+    [(1, 3), (2, 3), (3, 3)]
+    """
+
+    def __init__(self, model: torch.nn.Module, progress: Any) -> None:
+        self.layers, self.progress = decoder_layers(model), progress
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> LayerProgress:
+        if self.progress is not None:
+            total = len(self.layers)
+            for i, layer in enumerate(self.layers):
+                self._handles.append(layer.register_forward_hook(
+                    lambda *_, done=i + 1: self.progress(done, total)))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -60,6 +60,29 @@ def token_nll(model: PreTrainedModel, input_ids: torch.Tensor, chunk: int = 1024
     return nll, _cropped(cache, keep_cache)
 
 
+def rows_nll(head: torch.nn.Module, rows: torch.Tensor, targets: torch.Tensor, softcap: float | None = None,
+             block: int = 1024) -> np.ndarray:
+    """-log p(target) (R,) float32 for each row (R, D) of final hidden states, through the LM head
+    `block` rows at a time (never R x vocabulary logits at once).
+
+    >>> head = torch.nn.Linear(4, 3, bias=False)
+    >>> rows, targets = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    >>> ref = torch.nn.functional.cross_entropy(head(rows), targets, reduction="none")
+    >>> bool(np.allclose(rows_nll(head, rows, targets, block=2), ref.detach().numpy(), atol=1e-6))
+    True
+    """
+    out = np.empty(rows.shape[0], dtype=np.float32)
+    with torch.no_grad():
+        for a in range(0, rows.shape[0], block):
+            logits = head(rows[a : a + block].to(execution_device(head, rows.device))).float()  # (b, V)
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            lp = torch.log_softmax(logits, -1)
+            tgt = targets[a : a + block, None].to(lp.device)
+            out[a : a + block] = (-lp.gather(-1, tgt)[:, 0]).cpu().numpy()
+    return out
+
+
 def _cropped(cache: Any, length: int) -> Cache | None:
     """The cache cut to its first `length` tokens, or None when it cannot be (sliding layers)."""
     from transformers import DynamicCache

@@ -36,7 +36,8 @@ class CaptureConfig:
     profile_rows: Sequence[int] | None = None  # None = `default_profile_rows(n, train_len)`
     stride: int = 1
     train_len: int | None = None  # adds profile rows past it and the paired-band distances
-    offset: int = 0  # the forward covers positions offset.. only (the rows before come from a shared prefix)
+    offset: int = 0  # the next forward covers positions offset.. (earlier rows: a shared prefix or earlier chunks)
+    total: int | None = None  # the window's length when it is read in several forwards (chunks); None: one forward
 
 
 PROFILE_ROWS_BEYOND = 64  # profile rows spread over (T, n] by default
@@ -107,18 +108,26 @@ class Recorder:
         self.bufs["dist_mass"] = np.zeros((L, H, M, len(self.edges) - 1), dtype=np.float16)
         self.profiles.clear()
 
+    def at(self, offset: int) -> None:
+        """The next forward covers positions `offset`.. (chunked reading: set before each chunk)."""
+        self.cfg.offset = int(offset)
+        if self.hidden is not None:
+            self.hidden.offset = int(offset)
+
     def request(self, layer: int, n_q: int) -> StatsRequest | None:
         """Called by the router for each attention call: what to measure for `layer`."""
         if layer not in self.slot:
             return None
         off = self.cfg.offset
-        if n_q + off != self.n:
-            self._setup(n_q + off)
-        if off:
-            self.base = int((self.positions < off).sum())
-            rows = torch.as_tensor(self.positions[self.base :] - off)
-        else:
-            rows = None if len(self.positions) == n_q else torch.as_tensor(self.positions)
+        n = self.cfg.total or n_q + off
+        if n != self.n:
+            self._setup(n)
+        lo, hi = np.searchsorted(self.positions, [off, off + n_q])  # recorded rows inside this call
+        self.base = int(lo)
+        if lo == hi:
+            return None  # a chunk without recorded rows
+        whole = lo == 0 and hi == len(self.positions) == n_q
+        rows = None if whole else torch.as_tensor(self.positions[lo:hi] - off)
         return StatsRequest(
             sink=lambda sl, res, slot=self.slot[layer]: self._write(slot, sl, res),
             sink_tokens=self.cfg.sink_tokens,
@@ -181,13 +190,15 @@ class Recorder:
 def record(model: torch.nn.Module, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
            hidden_layers: Sequence[int] = (), *, hidden_stride: int = 1, hidden_positions: int | None = None,
            sink_tokens: int = 4, profile_rows: Sequence[int] | None = None, stride: int = 1,
-           train_len: int | None = None, offset: int = 0) -> Iterator[Recorder]:
+           train_len: int | None = None, offset: int = 0, total: int | None = None) -> Iterator[Recorder]:
     """Record attention statistics (and hidden states) of the next forward pass.
 
     Works on the baseline model and under `lm_infinite` alike; statistics come from the same
     kernel that computes the attention, so both traces have the same shapes and meanings.
     `offset` > 0: the forward pass reads only positions offset.. (after a KV cache of the first
     `offset` tokens); the trace has the full shapes, NaN (zero for hidden states) before `offset`.
+    `total`: the window is read in several forward passes (chunks of a bounded-cache method, see
+    `capture.chunked`); call `rec.at(start)` before each, the trace covers `total` tokens.
 
     Example (a tiny random-weight model):
         >>> import torch
@@ -201,7 +212,7 @@ def record(model: torch.nn.Module, layers: Sequence[int] | None = None, heads: S
         (2, 2, 12)
     """
     cfg = CaptureConfig(layers, heads, tuple(hidden_layers), hidden_stride, sink_tokens, profile_rows, stride,
-                        train_len, offset)
+                        train_len, offset, total)
     rec = Recorder(model, cfg)
     router = install(model)
     if router.recorder is not None:
@@ -213,7 +224,7 @@ def record(model: torch.nn.Module, layers: Sequence[int] | None = None, heads: S
     try:
         if cfg.hidden_layers:
             pos = None if hidden_positions is None else np.arange(0, hidden_positions, hidden_stride)
-            rec.hidden = HiddenHooks(model, cfg.hidden_layers, pos, stride=hidden_stride, offset=offset)
+            rec.hidden = HiddenHooks(model, cfg.hidden_layers, pos, stride=hidden_stride, offset=offset, total=total)
             with rec.hidden:
                 yield rec
         else:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lminf_diag.capture.nll import rows_nll
 from lminf_diag.errors import InvalidArgumentError, NumericalError, RunDirectoryError, TextTooShortError
 from lminf_diag.evaluate import stream_state as disk
 from lminf_diag.evaluate.finite import FiniteGuard, check_logits
@@ -129,18 +130,6 @@ def _as_ids(ids: Any) -> np.ndarray:
     if arr.size < 2:
         raise TextTooShortError(f"the stream has {arr.size} token(s); a loss needs at least 2 tokens.")
     return arr.astype(np.int64, copy=False)
-
-
-def _chunk_nll(head, rows: torch.Tensor, targets: torch.Tensor, softcap: float | None, block: int = 1024):
-    """-log p(target) for each row (R, D) of final hidden states, through the LM head block by block."""
-    out = torch.empty(rows.shape[0], dtype=torch.float32)
-    for a in range(0, rows.shape[0], block):
-        logits = head(rows[a : a + block]).float()  # (b, V)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        lp = torch.log_softmax(logits, -1)
-        out[a : a + block] = -lp.gather(-1, targets[a : a + block, None].to(lp.device))[:, 0].cpu()
-    return out.numpy()
 
 
 def _cache_entries(cache) -> int:
@@ -278,7 +267,7 @@ def stream_loss(
                 hidden = grabbed.pop("h")[0]  # (c, D)
                 rows = hidden[:-1] if prev is None else torch.cat([prev.to(hidden.dtype), hidden[:-1]])
                 targets = x[0, 1:] if prev is None else x[0]
-                pending.append(_chunk_nll(head, rows, targets, softcap))
+                pending.append(rows_nll(head, rows, targets, softcap))
                 prev = hidden[-1:].clone()
                 peak = max(peak, _cache_entries(cache))
                 streamed += end - pos

@@ -97,6 +97,28 @@ def bound_cache(cache: Any, n_layers: int, n_global: int, n_local: int, keep_lay
     return True
 
 
+def bounded_copy(cache: Any, n_global: int, n_local: int) -> Any:
+    """A new bounded cache holding what the bounded cache keeps of `cache`'s entries (a full
+    `DynamicCache` of a prefix, positions 0..P-1): a chunked patched run continues from it.
+
+    >>> from transformers import DynamicCache
+    >>> full = DynamicCache()
+    >>> _ = full.update(torch.randn(1, 1, 6, 4), torch.randn(1, 1, 6, 4), 0)
+    >>> small = bounded_copy(full, n_global=2, n_local=3)
+    >>> small.layers[0].positions.tolist(), small.get_seq_length()
+    ([0, 1, 3, 4, 5], 6)
+    """
+    from transformers import DynamicCache
+
+    out = DynamicCache()
+    layers = [LambdaLayer(n_global, n_local) for _ in cache.layers]
+    for src, dst in zip(cache.layers, layers, strict=True):
+        dst.update(src.keys, src.values)
+    out.layers = layers
+    out.layer_class_to_replicate = None
+    return out
+
+
 def key_positions(cache: Any, layer_idx: int | None, n_keys: int) -> torch.Tensor | None:
     """True positions of the keys a bounded cache layer returned, or None for other caches."""
     if cache is None or layer_idx is None or layer_idx >= len(getattr(cache, "layers", ())):

@@ -1,0 +1,79 @@
+"""A window read in chunks under a bounded-cache method gives the trace of a single patched pass
+(to fp32 noise): statistics of every recorded row, logit profiles, hidden states and the loss,
+with and without the baseline's shared prefix; runs that attend every key are never chunked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lminf_diag.capture.compare import run_trace
+from lminf_diag.capture.prefix import Prefix
+
+from .tiny import tiny_model
+
+N, N_LOCAL, N_GLOBAL, T, CHUNK = 150, 32, 3, 32, 23  # a chunk size that divides nothing
+FIELDS = ("entropy", "max_logit", "lse", "sink_mass", "logit_profile", "profile_band", "nll")
+KW = dict(hidden_layers=[0, 1, 2], stride=3, hidden_stride=3, train_len=T)
+
+
+def _ids():
+    return torch.randint(3, 128, (1, N), generator=torch.Generator().manual_seed(5))
+
+
+def _same(a, b):
+    for name in FIELDS:
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=3e-5, atol=3e-5, err_msg=name)
+    np.testing.assert_allclose(a.dist_mass.astype(float), b.dist_mass.astype(float), atol=2e-3)
+    np.testing.assert_array_equal(a.hidden_positions, b.hidden_positions)
+    np.testing.assert_allclose(a.hidden.astype(float), b.hidden.astype(float), rtol=2e-3, atol=2e-3)
+    np.testing.assert_array_equal(a.positions, b.positions)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox", "bloom"])
+@pytest.mark.parametrize("mode", ["lambda", "window", "streaming"])
+@torch.no_grad()
+def test_chunked_trace_equals_single_pass(family, mode):
+    model = tiny_model(family)
+    patch = dict(n_global=N_GLOBAL, n_local=N_LOCAL, mode=mode)
+    single = run_trace(model, _ids(), label=mode, patch=patch, chunk=0, **KW)
+    seen: list[tuple[int, int]] = []
+    chunked = run_trace(model, _ids(), label=mode, patch=patch, chunk=CHUNK,
+                        progress=lambda d, t: seen.append((d, t)), **KW)
+    assert chunked.meta.extra["chunk"] == CHUNK and "chunk" not in single.meta.extra
+    assert seen[-1] == (N, N) and len(seen) == -(-N // CHUNK)
+    assert np.isfinite(chunked.nll[1:]).all()
+    _same(chunked, single)
+
+
+@torch.no_grad()
+def test_chunked_run_continues_from_the_baselines_prefix():
+    model = tiny_model("llama")
+    held: list[Prefix] = []
+    run_trace(model, _ids(), keep_prefix=N_LOCAL, on_prefix=held.append, **KW)
+    patch = dict(n_global=N_GLOBAL, n_local=N_LOCAL, mode="lambda")
+    single = run_trace(model, _ids(), label="lambda", patch=patch, chunk=0, **KW)
+    chunked = run_trace(model, _ids(), label="lambda", patch=patch, chunk=CHUNK, prefix=held[0], **KW)
+    assert chunked.meta.extra["shared_prefix"] == N_LOCAL
+    _same(chunked, single)
+
+
+@torch.no_grad()
+def test_method_runs_are_chunked_and_full_attention_is_not():
+    model = tiny_model("qwen2")
+    single = run_trace(model, _ids(), method="lambda", chunk=0, **KW)
+    chunked = run_trace(model, _ids(), method="lambda", chunk=CHUNK, **KW)
+    _same(chunked, single)
+    for kw in (dict(), dict(patch=dict(n_global=N_GLOBAL, n_local=N_LOCAL, mode="cap_only"))):
+        trace = run_trace(model, _ids(), chunk=CHUNK, **kw, **KW)
+        assert "chunk" not in trace.meta.extra
+
+
+@torch.no_grad()
+def test_single_pass_reports_progress_per_layer():
+    model = tiny_model("llama")
+    seen: list[tuple[int, int]] = []
+    run_trace(model, _ids(), progress=lambda d, t: seen.append((d, t)), **KW)
+    layers = model.config.num_hidden_layers
+    assert seen == [(i + 1, layers) for i in range(layers)]
