@@ -40,7 +40,7 @@ def test_chunked_trace_equals_single_pass(family, mode):
     single = run_trace(model, _ids(), label=mode, patch=patch, chunk=0, **KW)
     seen: list[tuple[int, int]] = []
     chunked = run_trace(model, _ids(), label=mode, patch=patch, chunk=CHUNK,
-                        progress=lambda d, t: seen.append((d, t)), **KW)
+                        progress=lambda d, t, u: seen.append((d, t)), **KW)
     assert chunked.meta.extra["chunk"] == CHUNK and "chunk" not in single.meta.extra
     assert seen[-1] == (N, N) and len(seen) == -(-N // CHUNK)
     assert np.isfinite(chunked.nll[1:]).all()
@@ -74,6 +74,34 @@ def test_method_runs_are_chunked_and_full_attention_is_not():
 def test_single_pass_reports_progress_per_layer():
     model = tiny_model("llama")
     seen: list[tuple[int, int]] = []
-    run_trace(model, _ids(), progress=lambda d, t: seen.append((d, t)), **KW)
+    run_trace(model, _ids(), progress=lambda d, t, u: seen.append((d, t)), **KW)
     layers = model.config.num_hidden_layers
     assert seen == [(i + 1, layers) for i in range(layers)]
+
+
+@torch.no_grad()
+def test_a_stopped_baseline_is_the_full_baseline_cut_short():
+    model = tiny_model("llama")
+    full = run_trace(model, _ids(), **KW)
+    held: list[Prefix] = []
+    stop = 100
+    cut = run_trace(model, _ids(), stop=stop, keep_prefix=N_LOCAL, on_prefix=held.append, **KW)
+    assert cut.meta.extra["stopped_at"] == stop and cut.n_tokens == N
+    early = cut.positions < stop
+    np.testing.assert_array_equal(cut.positions, full.positions)
+    for name in ("entropy", "max_logit", "lse", "sink_mass"):
+        np.testing.assert_allclose(getattr(cut, name)[..., early], getattr(full, name)[..., early], atol=2e-5)
+        assert np.isnan(getattr(cut, name)[..., ~early]).all()
+    rows = cut.profile_rows < stop
+    np.testing.assert_allclose(cut.logit_profile[:, :, rows], full.logit_profile[:, :, rows], atol=2e-5)
+    assert np.isnan(cut.logit_profile[:, :, ~rows]).all()
+    np.testing.assert_allclose(cut.nll[:stop], full.nll[:stop], atol=2e-5)
+    assert np.isnan(cut.nll[stop:]).all()
+    assert cut.hidden_positions.max() < stop and cut.hidden.shape[1] == len(cut.hidden_positions)
+    keep = np.isin(full.hidden_positions, cut.hidden_positions)
+    np.testing.assert_allclose(cut.hidden.astype(float), full.hidden[:, keep].astype(float), atol=2e-3)
+    # a patched run still starts from the stopped baseline's prefix, hidden states included
+    patch = dict(n_global=N_GLOBAL, n_local=N_LOCAL, mode="lambda")
+    single = run_trace(model, _ids(), label="lambda", patch=patch, chunk=0, **KW)
+    shared = run_trace(model, _ids(), label="lambda", patch=patch, chunk=CHUNK, prefix=held[0], **KW)
+    _same(shared, single)

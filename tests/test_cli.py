@@ -315,3 +315,19 @@ def test_report_with_loss_references_resumes(capsys, tiny_folder, tmp_path):
     assert {"recompute:w0", "recompute:w1", "trace:control", "trace:control@w1"} <= set(steps)
     code, stdout, err = run_cli(capsys, *args)  # everything is kept: nothing is computed again
     assert code == 0 and "loading model" not in err
+
+
+def test_baseline_length_stops_the_baseline_and_says_so(capsys, tiny_folder, tmp_path):
+    out = tmp_path / "stop"
+    args = ["entropy", "--model", tiny_folder, *TINY, "--baseline-length", "64", "--out", out, "--json"]
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "the baseline reads the first 64 of 96 tokens" in err
+    assert "baseline: forward over 64 tokens" in err and "lambda: forward over 96 tokens" in err
+    payload = json.loads(stdout)
+    assert any("reads the first 64 of the 96 tokens" in line for line in payload["findings"])
+    assert json.loads((out / RUN_FILE).read_text())["args"]["baseline_length"] == 64
+    trace = RunDir.open_existing(out).load_trace("baseline")
+    assert trace.meta.extra["stopped_at"] == 64 and trace.n_tokens == 96
+    code, _, err = run_cli(capsys, "entropy", "--model", tiny_folder, *TINY, "--baseline-length", "x", "--out", out)
+    assert code == 2 and "baseline tokens, or 'auto'" in err

@@ -91,7 +91,8 @@ def window_entropy_stats(trace: Trace, train_len: int, baseline: Trace | None) -
     out = WindowEntropyStats(x=x, y=y)
     tl = int(train_len)
     if attends_every_key(trace):
-        x_max = int(x.max()) if x.size else 0
+        read = np.isfinite(y)  # rows a stopped run (--baseline-length) never read are NaN
+        x_max = int(x[read].max()) if read.any() else 0
         if x_max > tl:
             beyond = x > tl
             null = (x > tl * tl / x_max) & (x <= tl)

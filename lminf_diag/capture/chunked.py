@@ -35,7 +35,7 @@ from .recorder import Recorder
 CHUNK = 4096  # tokens per chunk (activations of one chunk, not of the window, are held)
 CHUNKED_FROM = 32768  # "auto": windows longer than this are read in chunks when the method allows
 
-Progress = Callable[[int, int], None]  # (units done, units in all)
+Progress = Callable[[int, int, str], None]  # (units done, units in all, unit)
 
 
 def bounded(settings: dict[str, Any] | None) -> bool:
@@ -62,7 +62,7 @@ def read_chunked(model: torch.nn.Module, input_ids: torch.Tensor, rec: Recorder,
     at positions <= start when `start` > 0: their loss belongs to the prefix; nll[0] is NaN).
 
     `cache`: the bounded cache of the first `start` tokens (`patch.cache.bounded_copy`), else a
-    fresh cache is bounded by the patch. `progress(done, total)` is called after each chunk.
+    fresh cache is bounded by the patch. `progress(done, total, "tokens")` is called after each chunk.
     """
     from transformers import DynamicCache
 
@@ -95,7 +95,7 @@ def read_chunked(model: torch.nn.Module, input_ids: torch.Tensor, rec: Recorder,
                 prev = hidden[-1:].clone()
                 pos = end
                 if progress is not None:
-                    progress(pos - start, n - start)
+                    progress(pos - start, n - start, "tokens")
     finally:
         hook.remove()
     return nll

@@ -47,15 +47,25 @@ def default_hidden_layers(n_layers: int) -> list[int]:
     return sorted({i for i in (1, 2, 4, n_layers // 3, 2 * n_layers // 3) if 1 <= i <= n_layers})
 
 
-def _check_finite(trace: Trace) -> None:
-    bad = ~np.isfinite(trace.entropy)
+def _stopped(trace: Trace, read: int) -> Trace:
+    """A trace whose forward read only the first `read` tokens: hidden states kept before `read`."""
+    keep = trace.hidden_positions < read
+    if trace.hidden.size:
+        trace.hidden = np.ascontiguousarray(trace.hidden[:, keep])
+    trace.hidden_positions = trace.hidden_positions[keep]
+    trace.meta.extra["stopped_at"] = int(read)
+    return trace
+
+
+def _check_finite(trace: Trace, read: int) -> None:
+    bad = ~np.isfinite(trace.entropy) & (trace.positions < read)[None, None]
     if bad.any():
         li, _, pi = np.argwhere(bad)[0]
         raise NumericalError(
             f"NaN/inf in the attention of layer {int(trace.layers[li])} at position "
             f"{int(trace.positions[pi])} ({trace.meta.label}); try dtype float32 or a shorter length."
         )
-    nll = trace.nll[1:]
+    nll = trace.nll[1:read]
     if not np.isfinite(nll).all():
         pos = int(np.argwhere(~np.isfinite(nll))[0][0]) + 1
         raise NumericalError(f"NaN/inf loss at position {pos} ({trace.meta.label}); try dtype float32.")
@@ -75,8 +85,8 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
               text_source: str = "", check_finite: bool = True, train_len: int | None = None,
               prefix: Prefix | None = None, keep_prefix: int = 0,
               on_prefix: Callable[[Prefix], None] | None = None,
-              method: str | MethodSpec | None = None, chunk: int | str | None = "auto",
-              progress: Callable[[int, int], None] | None = None) -> Trace:
+              method: str | MethodSpec | None = None, chunk: int | str | None = "auto", stop: int | None = None,
+              progress: Callable[[int, int, str], None] | None = None) -> Trace:
     """One forward pass (baseline when `patch` and `method` are None) recording statistics, hidden
     states and NLL.
 
@@ -95,10 +105,15 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
     `chunk`: under a bounded-cache method (lambda, mask_only, window, streaming) the window is
     read in chunks with the bounded KV cache, in memory that does not grow with its length
     (`capture.chunked`); "auto" chunks windows past 32768 tokens, an int sets the chunk size,
-    0 never chunks. `progress(done, total)` is called per chunk, or per layer of a single pass."""
+    0 never chunks. `stop=B`: read only the first B tokens (a baseline too costly over the whole
+    window); the trace keeps the window's rows, NaN from B on, hidden states only before B, and
+    `meta.extra["stopped_at"] = B`. `progress(done, total, unit)` is called per chunk ("tokens"), or per layer ("layers") of a single pass."""
     info = model_info(model, train_len=train_len)
     t0 = time.perf_counter()
     n = int(input_ids.shape[1])
+    read = n if stop is None or int(stop) >= n else int(stop)
+    if read < 2:
+        raise InvalidArgumentError(f"stop={stop}: a run must read at least 2 tokens.")
     if patch and method is not None:
         raise InvalidArgumentError("give run_trace either patch= (LM-Infinite settings) or method=, not both.")
     spec = _method_spec(model, method, n, info.train_len) if method is not None else None
@@ -114,29 +129,33 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
     share = shared_length(resolved, n) if prefix is not None and family_of(model).route != "module" else 0
     offset = share if share and share == prefix.length else 0
     attention = spec.attention.to_dict() if spec is not None and spec.attention is not None else resolved
-    n_chunk = chunk_tokens(attention, n, chunk)
+    n_chunk = chunk_tokens(attention, read, chunk)
+    ids = input_ids[:, :read]
     cache = None
     with ctx, record(model, layers=layers, heads=heads, hidden_layers=hidden_layers, stride=stride,
                       hidden_stride=hidden_stride, train_len=info.train_len, offset=offset,
-                      total=n if n_chunk else None) as rec:
+                      total=n if n_chunk or read < n else None) as rec:
         if n_chunk:
             start = bounded_copy(prefix.cache, *_bounds(model)) if offset else None
-            tail = read_chunked(model, input_ids, rec, n_chunk, start=offset, cache=start, progress=progress)
+            tail = read_chunked(model, ids, rec, n_chunk, start=offset, cache=start, progress=progress)
             nll = tail
         else:
             with LayerProgress(model, progress):
                 if offset:
-                    tail = token_nll(model, input_ids[:, offset:], past_key_values=prefix.fresh_cache())
+                    tail = token_nll(model, ids[:, offset:], past_key_values=prefix.fresh_cache())
                     tail = np.concatenate([np.full(offset, np.nan, np.float32), tail])
-                elif keep_prefix and 0 < keep_prefix < n - 1 and on_prefix is not None:
-                    nll, cache = token_nll(model, input_ids, keep_cache=keep_prefix)
+                elif keep_prefix and 0 < keep_prefix < read - 1 and on_prefix is not None:
+                    nll, cache = token_nll(model, ids, keep_cache=keep_prefix)
                 else:
-                    nll = token_nll(model, input_ids)
+                    nll = token_nll(model, ids)
     trace = rec.trace
     if offset:
         trace = merge_prefix(trace, prefix.trace, offset)
         nll = prefix.trace.nll.copy()
         nll[offset + 1 :] = tail[offset + 1 :]
+    if read < n:
+        nll = np.concatenate([nll[:read], np.full(n - read, np.nan, np.float32)])
+        trace = _stopped(trace, read)
     trace.nll = nll
     trace.meta.label = label
     if spec is None and trace.meta.patch:
@@ -152,7 +171,7 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
     if n_chunk:
         trace.meta.extra["chunk"] = n_chunk
     if check_finite:
-        _check_finite(trace)
+        _check_finite(trace, read)
     if cache is not None:
         on_prefix(Prefix(keep_prefix, cache, trace))
     return trace

@@ -84,14 +84,14 @@ class HiddenHooks:
 
 
 class LayerProgress:
-    """Context manager calling `progress(layers done, layers in all)` as each decoder layer of a
+    """Context manager calling `progress(layers done, layers in all, "layers")` as each decoder layer of a
     single forward pass finishes: progress within one long pass.
 
     >>> from transformers import LlamaConfig, LlamaForCausalLM
     >>> cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
     ...                   num_attention_heads=2, num_key_value_heads=2)
     >>> model, seen = LlamaForCausalLM(cfg).eval(), []
-    >>> with torch.no_grad(), LayerProgress(model, lambda done, total: seen.append((done, total))):
+    >>> with torch.no_grad(), LayerProgress(model, lambda done, total, unit: seen.append((done, total))):
     ...     _ = model(torch.arange(8)[None])
     >>> seen
     [(1, 3), (2, 3), (3, 3)]
@@ -106,7 +106,7 @@ class LayerProgress:
             total = len(self.layers)
             for i, layer in enumerate(self.layers):
                 self._handles.append(layer.register_forward_hook(
-                    lambda *_, done=i + 1: self.progress(done, total)))
+                    lambda *_, done=i + 1: self.progress(done, total, "layers")))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -62,7 +62,11 @@ def merge_prefix(trace: Trace, prefix: Trace, length: int) -> Trace:
     rows = trace.profile_rows < length
     trace.logit_profile[:, :, rows] = prefix.logit_profile[:, :, rows]
     trace.profile_band[:, :, rows] = prefix.profile_band[:, :, rows]
-    if trace.hidden.size and np.array_equal(trace.hidden_positions, prefix.hidden_positions):
+    if trace.hidden.size and prefix.hidden.size:  # the prefix's states may stop early (a shorter baseline)
         hid = trace.hidden_positions < length
-        trace.hidden[:, hid] = prefix.hidden[:, hid]
+        idx = np.searchsorted(prefix.hidden_positions, trace.hidden_positions[hid])
+        found = idx < len(prefix.hidden_positions)
+        found[found] = prefix.hidden_positions[idx[found]] == trace.hidden_positions[hid][found]
+        if found.all():
+            trace.hidden[:, hid] = prefix.hidden[:, idx]
     return trace

@@ -81,6 +81,11 @@ def parse_stride(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else bounded_int(1, "query-row stride, or 'auto'")(text)
 
 
+def parse_baseline_length(text: str) -> int | str:
+    """``"auto"`` or a whole number >= 2 (tokens of each window the baseline reads)."""
+    return "auto" if text.strip().lower() == "auto" else bounded_int(2, "baseline tokens, or 'auto'")(text)
+
+
 def resolve_stride(stride: int | str, length: int) -> int:
     """The stride `auto` stands for: 1 up to 1024 tokens, else length // 256.
 
@@ -235,6 +240,9 @@ def add_patch_options(p: argparse.ArgumentParser) -> None:
     only = g.add_mutually_exclusive_group()
     only.add_argument("--baseline-only", action="store_true", help="run the unpatched model only")
     only.add_argument("--patched-only", action="store_true", help="run the patched mode(s) only")
+    g.add_argument("--baseline-length", type=parse_baseline_length, default="auto", metavar="N|auto",
+                   help="tokens of each window the baseline reads (default auto: the whole window up to 32768 "
+                   "tokens; a plain pass costs O(n^2), so past that only the bounded methods read on)")
 
 
 def add_capture_options(p: argparse.ArgumentParser) -> None:

@@ -110,10 +110,11 @@ def method_of(args: argparse.Namespace | RunSettings, label: str, model: Any, tr
 
 
 def capture_trace(session: Session, args: argparse.Namespace | RunSettings, label: str, stride: int, window: int = 0,
-                  prefix: Any = None, on_prefix: Any = None):
+                  prefix: Any = None, on_prefix: Any = None, progress: Any = None):
     """One forward pass of `label` ("baseline" or a mode) over window `window`, recording everything
     the analyzers use. The baseline hands its KV cache of the first n_local tokens to `on_prefix`;
-    a patched run given that `prefix` computes only the rows after it (`capture.prefix`)."""
+    a patched run given that `prefix` computes only the rows after it (`capture.prefix`).
+    `progress(done, total, unit)`: per chunk or per layer (`run_trace`)."""
     from lminf_diag.capture.compare import default_hidden_layers, run_trace
 
     s = settings_of(args)
@@ -126,7 +127,8 @@ def capture_trace(session: Session, args: argparse.Namespace | RunSettings, labe
     trace = run_trace(model, ids, label=label, patch=patch, method=spec, layers=s.layers,
                       hidden_layers=default_hidden_layers(info.n_layers), stride=stride,
                       hidden_stride=stride, text_source=where.text, train_len=info.train_len,
-                      prefix=prefix, keep_prefix=share, on_prefix=on_prefix)
+                      prefix=prefix, keep_prefix=share, on_prefix=on_prefix, progress=progress,
+                      stop=s.resolved_baseline_length if label == "baseline" else None)
     trace.meta.extra.update({"stride": stride, "seed": s.seed, "window": where.to_dict()})
     return trace
 
@@ -192,6 +194,7 @@ def record_args(args: argparse.Namespace | RunSettings, stride: int) -> dict[str
         "train_len": s.train_len,
         "seed": s.seed,
         **({"rope_factor": s.rope_factor} if s.rope_factor is not None else {}),
+        **({"baseline_length": s.resolved_baseline_length} if s.resolved_baseline_length < s.length else {}),
     }
 
 
@@ -221,10 +224,15 @@ def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
         session = session_of(args)
         n = session.input_ids.shape[1]
         warn_short_window(n, session.info.train_len)
+        stop = s.resolved_baseline_length if "baseline" in labels else n
+        if stop < n:
+            print(f"the baseline reads the first {stop} of {n} tokens of each window (--baseline-length): a plain "
+                  "pass costs O(n^2); the bounded runs read the whole window", file=sys.stderr)
         progress = Progress(len(keys))
         held: dict[int, Any] = {}  # window -> the baseline's shared prefix (patched runs start from it)
         for w, lab, key in keys:
-            what = f"window {w + 1}/{k} ({session.windows[w][0].text}), {lab}: forward over {n} tokens"
+            what = (f"window {w + 1}/{k} ({session.windows[w][0].text}), {lab}: forward over "
+                    f"{stop if lab == 'baseline' else n} tokens")
             if key in done:
                 progress.skip(what)
                 continue
@@ -233,7 +241,8 @@ def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
             wanted = lab == "baseline" and len(labels) > 1
             with progress.step(what) as step:
                 trace = capture_trace(session, args, lab, stride, w, prefix=held.get(w),
-                                      on_prefix=(lambda p, w=w: held.__setitem__(w, p)) if wanted else None)
+                                      on_prefix=(lambda p, w=w: held.__setitem__(w, p)) if wanted else None,
+                                      progress=step.update)
             run.save_trace(key, trace, seconds=step.seconds)
             traces[key] = trace
     windows = [
@@ -278,7 +287,31 @@ def run_meta(run: RunDir, traces: Any, **extra: Any) -> dict[str, Any]:
         "capture seconds in all": round(sum(seconds.values()), 2),
         "versions": run.info.get("versions", {}),
     }
+    stops = stopped_note(first_window)
+    if stops:
+        meta["notes"] = [stops]
     return meta
+
+
+def stopped_note(window: Mapping[str, Any]) -> str | None:
+    """The sentence saying where and why the baseline stops (`--baseline-length`), or None.
+
+    >>> from lminf_diag.synthetic import make_comparison
+    >>> cmp = make_comparison(n=256, train_len=64)
+    >>> cmp.traces["baseline"].meta.extra["stopped_at"] = 128
+    >>> print(stopped_note(cmp.traces))  # doctest: +NORMALIZE_WHITESPACE
+    The baseline reads the first 128 of the 256 tokens of each window (--baseline-length): a plain
+    pass attends every earlier key, so its cost grows with n^2. Its figures cover positions below 128;
+    past that only the bounded runs (lambda) are measured.
+    """
+    base = window.get("baseline")
+    stop = base.meta.extra.get("stopped_at") if base is not None else None
+    if not stop:
+        return None
+    others = ", ".join(lab for lab in window if lab != "baseline") or "none here"
+    return (f"The baseline reads the first {stop} of the {base.n_tokens} tokens of each window (--baseline-length): "
+            f"a plain pass attends every earlier key, so its cost grows with n^2. Its figures cover positions "
+            f"below {stop}; past that only the bounded runs ({others}) are measured.")
 
 
 def write_outputs(

@@ -45,10 +45,44 @@ def fmt_seconds(seconds: float) -> str:
 
 @dataclass
 class StepTiming:
-    """What `Progress.step` yields; `seconds` is filled when the step ends."""
+    """What `Progress.step` yields; `seconds` is filled when the step ends. Call `update(done,
+    total)` from inside the step (per chunk or per layer) for progress lines with an estimate of
+    what is left. The rate is measured from the first update on, so one-time work before it (the
+    compilation of the statistics kernel in the first layer or chunk) is not counted.
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> t = StepTiming("lambda: forward", _print=lambda line: out.write(line + "\\n"),
+    ...                _clock=iter([100.0, 130.0, 160.0, 161.0]).__next__, every=20.0)
+    >>> for done in (1, 2, 3, 4):
+    ...     t.update(done, 4, "chunks")
+    >>> print(out.getvalue().strip())
+    lambda: forward ... 2/4 chunks (50%), about 1 min 0 s left
+    lambda: forward ... 3/4 chunks (75%), about 30 s left
+    """
 
     name: str
     seconds: float = 0.0
+    _print: Callable[[str], None] | None = None
+    _clock: Callable[[], float] = time.perf_counter
+    every: float = 15.0  # seconds between progress lines
+    _first: tuple[float, int] | None = None
+    _last: float = 0.0
+
+    def update(self, done: int, total: int, unit: str = "") -> None:
+        if self._print is None or total <= 0:
+            return
+        now = self._clock()
+        if self._first is None:
+            self._first, self._last = (now, done), now
+            return
+        if done >= total or now - self._last < self.every:
+            return
+        self._last = now
+        t0, d0 = self._first
+        rate = (done - d0) / (now - t0) if now > t0 and done > d0 else 0.0
+        left = f", about {fmt_seconds((total - done) / rate)} left" if rate > 0 else ""
+        self._print(f"{self.name} ... {done}/{total}{' ' + unit if unit else ''} ({100 * done // total}%){left}")
 
 
 class Progress:
@@ -84,7 +118,7 @@ class Progress:
         tag = f"[{self.index}/{self.total}] {name} ..."
         left = self._left(self.total - self.index + 1)
         self._print(f"{tag} (about {left} left)" if left else tag)
-        timing = StepTiming(name)
+        timing = StepTiming(tag[:-4], _print=self._print, _clock=self.clock)
         start = self.clock()
         yield timing
         timing.seconds = self.clock() - start

@@ -24,7 +24,8 @@ from typing import Any
 
 from lminf_diag.cli import options
 
-_CACHE = "_run_settings"  # attribute of the Namespace holding the settings built from it
+_CACHE = "_run_settings"
+BASELINE_AUTO = 32768  # --baseline-length auto: the plain pass reads at most this many tokens of a window  # attribute of the Namespace holding the settings built from it
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class RunSettings:
     device: str | None = None
     seed: int = 0
     rope_factor: float | None = None
+    baseline_length: int | str = "auto"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunSettings:
@@ -81,12 +83,33 @@ class RunSettings:
             device=get("device"),
             seed=get("seed", 0),
             rope_factor=get("rope_factor"),
+            baseline_length=get("baseline_length", "auto") or "auto",
         )
 
     @property
     def resolved_stride(self) -> int:
         """The stride as a number of rows (`options.resolve_stride`)."""
         return options.resolve_stride(self.stride, self.length)
+
+    @property
+    def resolved_baseline_length(self) -> int | None:
+        """Tokens of each window the baseline reads: --baseline-length, auto = the whole window up to
+        `BASELINE_AUTO` tokens (None: the length is not known yet).
+
+        >>> RunSettings("m", length=131072).resolved_baseline_length
+        32768
+        >>> RunSettings("m", length=16384, baseline_length=50000).resolved_baseline_length
+        16384
+        """
+        if self.length is None:
+            return None
+        wanted = BASELINE_AUTO if self.baseline_length == "auto" else int(self.baseline_length)
+        return min(int(self.length), wanted)
+
+    @property
+    def baseline_stops(self) -> bool:
+        """True when the baseline reads less than the whole window."""
+        return self.length is not None and "baseline" in self.labels and self.resolved_baseline_length < self.length
 
     def patch(self, mode: str, train_len: int | None) -> dict[str, Any]:
         """The `lm_infinite` keyword arguments of one mode (n_local defaults to the training length)."""

@@ -70,9 +70,11 @@ def short_window_note(results: Mapping[str, Any], meta: Mapping[str, Any]) -> st
 
 
 def findings(results: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> list[str]:
-    """The short-window note (if any), then every result's `findings()` in section order."""
+    """The short-window note (if any), the run's own notes (`meta["notes"]`: e.g. where the baseline
+    stops), then every result's `findings()` in section order."""
     note = short_window_note(results, meta or {})
     out = [note] if note else []
+    out += [str(line) for line in (meta or {}).get("notes", [])]
     for result in results.values():
         own = getattr(result, "findings", None)
         if callable(own):

@@ -55,7 +55,7 @@ def results_payload(verb: str, results: Mapping[str, Any], meta: Mapping[str, An
         "verb": verb,
         "config": {k: meta.get(k) for k in CONFIG_KEYS if k in meta},
         "versions": versions,
-        "notes": [note] if note else [],
+        "notes": ([note] if note else []) + [str(line) for line in meta.get("notes", [])],
         "sections": sections,
         "meta": dict(meta),
     }
