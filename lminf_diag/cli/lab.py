@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lminf_diag.cli import options
+from lminf_diag.cli.parallel_options import add_parallel_options
 from lminf_diag.cli.progress import Progress
 
 VERB = "lab"
@@ -124,13 +125,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=d.tolerance,
         help=f"fluent = loss at most (1 + tolerance) x the in-range loss (default {d.tolerance})",
     )
-    g = p.add_argument_group("parallel")
-    g.add_argument("--workers", type=options.bounded_int(1, "workers"), default=1,
-                   help="run the lab's independent units (cells, loss passes, copy tasks) in N local "
-                   "processes, the cores shared among them (default 1: serial); same files, same resume")
-    g.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="run the units as Ray tasks on this cluster ('auto', 'local' or ray://host:port; "
-                   "needs the optional 'ray' extra), one GPU per task where the cluster has GPUs")
+    add_parallel_options(p, "lab's independent units (cells, loss passes, copy tasks)")
     options.add_output_options(p)
     return p
 

@@ -289,11 +289,14 @@ def add_output_options(p: argparse.ArgumentParser, out: bool = True) -> None:
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Everything an analysis verb (entropy, logits, pca, report) takes."""
+    from lminf_diag.cli.parallel_options import add_parallel_options
+
     add_model_options(p)
     add_text_options(p)
     add_patch_options(p)
     add_method_options(p)
     add_capture_options(p)
+    add_parallel_options(p, "windows")
     add_output_options(p)
 
 

@@ -220,7 +220,15 @@ def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
     if done:
         print(f"resuming {run.path}: skipped {len(done)} finished capture step(s)", file=out_stream)
     traces: dict = {}
-    if len(done) < len(keys):
+    todo: dict[int, list[tuple[str, str]]] = {}
+    for w, lab, key in keys:
+        if key not in done:
+            todo.setdefault(w, []).append((lab, key))
+    if len(todo) > 1 and (getattr(args, "workers", 1) > 1 or getattr(args, "ray", None)):
+        from lminf_diag.cli.window_units import capture_parallel
+
+        traces = capture_parallel(args, run, todo)
+    elif todo:
         session = session_of(args)
         n = session.input_ids.shape[1]
         warn_short_window(n, session.info.train_len)

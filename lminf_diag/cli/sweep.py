@@ -24,6 +24,7 @@ from typing import Any
 
 from lminf_diag.cli import options
 from lminf_diag.cli.lists import CommaList, comma_list
+from lminf_diag.cli.parallel_options import add_parallel_options
 from lminf_diag.cli.progress import Progress
 
 VERB = "sweep"
@@ -89,11 +90,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"runs compared, comma-separated (default {','.join(REACH_RUNS)})")
     g.add_argument("--reach-n-global", type=options.bounded_int(0, "global tokens"), default=10,
                    help="global tokens of the reach runs (default 10); n_local is the smallest --n-local")
-    g = p.add_argument_group("parallel")
-    g.add_argument("--workers", type=options.bounded_int(1, "workers"), default=1,
-                   help="compute cells in N local processes (default 1: serial); same files, same resume")
-    g.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="compute cells as Ray tasks on this cluster ('auto', 'local' or ray://host:port)")
+    add_parallel_options(p, "cells")
     options.add_output_options(p)
     return p
 
