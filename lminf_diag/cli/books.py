@@ -36,7 +36,9 @@ def render(books: list[dict[str, Any]]) -> str:
     for r in [header, *rows]:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if books:
-        lines += ["", f"Provenance: {books[0]['provenance']}."]
+        total = sum(b["tokens_smollm2"] or 0 for b in books)
+        lines += ["", f"--text all-books: every book joined ({total:,} SmolLM2 tokens), for windows longer "
+                  "than one book (128k tokens).", f"Provenance: {books[0]['provenance']}."]
     return "\n".join(lines)
 
 

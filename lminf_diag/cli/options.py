@@ -181,8 +181,8 @@ def add_text_options(p: argparse.ArgumentParser, min_length: int = 2) -> None:
     g.add_argument(
         "--text",
         default=default_text(),
-        help=f"bundled book name ({', '.join(list_books())}; `diag books` lists them) or path to a "
-        f"text file (default {default_text()})",
+        help=f"bundled book name ({', '.join(list_books())}; `diag books` lists them), all-books (every "
+        f"book joined: ~257k tokens, for 128k windows) or path to a text file (default {default_text()})",
     )
     g.add_argument(
         "--length",

@@ -27,6 +27,9 @@ def _books_dir() -> Any:
     return files("lminf_diag.data") / "books"
 
 
+ALL_BOOKS = "all-books"  # pseudo-name: every bundled book joined
+
+
 def list_books() -> list[str]:
     """Names of the bundled books (file names without ``.txt``), sorted.
 
@@ -110,7 +113,8 @@ def load_text(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
     """Read a bundled book (name, ``.txt`` optional) or a text file; returns ``(text, source)``.
 
     The source label is ``"book:<name>"`` for bundled books and the resolved path otherwise.
-    Files are read as UTF-8, falling back to latin-1.
+    Files are read as UTF-8, falling back to latin-1. ``"all-books"`` is every bundled book joined
+    (the default first): a text long enough for one 128k-token window.
 
     Example:
         >>> text, source = load_text("shakespeare-hamlet.txt")
@@ -120,6 +124,9 @@ def load_text(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
     text_arg = os.fspath(name_or_path)
     name = text_arg[:-4] if text_arg.endswith(".txt") else text_arg
     books = list_books()
+    if name == ALL_BOOKS:  # every bundled book joined (about 257k SmolLM2 tokens): one very long text
+        order = [default_text()] + [b for b in books if b != default_text()]
+        return "\n\n".join(load_text(b)[0] for b in order), f"books:{ALL_BOOKS}"
     if name in books and os.sep not in text_arg and "/" not in text_arg:
         return (_books_dir() / f"{name}.txt").read_text(encoding="utf-8"), f"book:{name}"
     path = Path(text_arg).expanduser()
