@@ -105,3 +105,37 @@ def test_a_stopped_baseline_is_the_full_baseline_cut_short():
     single = run_trace(model, _ids(), label="lambda", patch=patch, chunk=0, **KW)
     shared = run_trace(model, _ids(), label="lambda", patch=patch, chunk=CHUNK, prefix=held[0], **KW)
     _same(shared, single)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("family", ["llama", "bloom"])
+@torch.no_grad()
+def test_an_interrupted_chunked_capture_resumes_from_its_checkpoint(tmp_path, family):
+    model = tiny_model(family)
+    patch = dict(n_global=N_GLOBAL, n_local=N_LOCAL, mode="lambda")
+    single = run_trace(model, _ids(), label="lambda", patch=patch, chunk=0, **KW)
+    ckpt = tmp_path / "partial" / "lambda.pt"
+
+    def stop_after_three(done, total, unit):
+        if done >= 3 * CHUNK:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_trace(model, _ids(), label="lambda", patch=patch, chunk=CHUNK, progress=stop_after_three,
+                  checkpoint=ckpt, checkpoint_seconds=0, **KW)
+    assert ckpt.is_file()
+    seen: list[int] = []
+    resumed = run_trace(model, _ids(), label="lambda", patch=patch, chunk=CHUNK, checkpoint=ckpt,
+                        checkpoint_seconds=0, progress=lambda d, t, u: seen.append(d), **KW)
+    assert seen[0] == 4 * CHUNK  # the three chunks before the stop were not read again
+    _same(resumed, single)
+    # a checkpoint of other settings is ignored: the capture starts afresh and is still right
+    other = run_trace(model, _ids(), label="lambda", patch={**patch, "n_global": 1}, chunk=CHUNK,
+                      checkpoint=ckpt, checkpoint_seconds=1e9, progress=lambda d, t, u: seen.append(d), **KW)
+    n_chunks = -(-N // CHUNK)
+    assert seen[-n_chunks] == CHUNK and len(seen) == 4 + n_chunks
+    plain = run_trace(model, _ids(), label="lambda", patch={**patch, "n_global": 1}, chunk=0, **KW)
+    _same(other, plain)

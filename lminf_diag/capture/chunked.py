@@ -7,8 +7,9 @@ a single pass over the whole window (up to float rounding), and memory no longer
 window. Per chunk the recorder measures its recorded rows (`Recorder.at`), the hidden-state
 hooks keep their positions, and the loss is taken row by row from the final hidden states; the
 last hidden state of a chunk scores the next chunk's first token. Nothing n x n or n x
-vocabulary is ever held; the trace is the one a single pass records. `tests/test_chunked.py`
-checks chunked traces against single passes.
+vocabulary is ever held; the trace is the one a single pass records. A long read writes
+checkpoints and resumes from them (`capture.checkpoint`). `tests/test_chunked.py` checks chunked
+traces, interrupted and resumed ones included, against single passes.
 
 Runs that attend every key (the baseline, `cap_only`) or read middle keys (`top_k`) cannot be
 chunked this way: their cost is O(n^2) whatever the memory (see `--baseline-length`).
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint import CaptureCheckpoint
 from .nll import rows_nll
 from .recorder import Recorder
 
@@ -56,13 +58,16 @@ def chunk_tokens(settings: dict[str, Any] | None, n: int, chunk: int | str | Non
 
 
 def read_chunked(model: torch.nn.Module, input_ids: torch.Tensor, rec: Recorder, chunk: int, *, start: int = 0,
-                 cache: Any = None, progress: Progress | None = None) -> np.ndarray:
+                 cache: Any = None, progress: Progress | None = None,
+                 checkpoint: CaptureCheckpoint | None = None) -> np.ndarray:
     """Forward `input_ids` (1, N) from position `start` on, `chunk` tokens at a time, under the
     patch already installed on `model`, with `rec` recording; returns the loss (N,) float32 (NaN
     at positions <= start when `start` > 0: their loss belongs to the prefix; nll[0] is NaN).
 
     `cache`: the bounded cache of the first `start` tokens (`patch.cache.bounded_copy`), else a
     fresh cache is bounded by the patch. `progress(done, total, "tokens")` is called after each chunk.
+    `checkpoint`: resume from it when it holds this capture, and write it as it falls due
+    (`capture.checkpoint`).
     """
     from transformers import DynamicCache
 
@@ -80,9 +85,12 @@ def read_chunked(model: torch.nn.Module, input_ids: torch.Tensor, rec: Recorder,
     cache = DynamicCache() if cache is None else cache
     prev = None  # (1, D) the last final hidden state of the previous chunk
     ids = input_ids[0]
+    pos = start
+    saved = checkpoint.load(rec, input_ids.device) if checkpoint is not None else None
+    if saved is not None:
+        pos, nll, prev, cache = saved
     try:
         with torch.no_grad():
-            pos = start
             while pos < n:
                 end = min(n, pos + chunk)
                 rec.at(pos)
@@ -94,6 +102,8 @@ def read_chunked(model: torch.nn.Module, input_ids: torch.Tensor, rec: Recorder,
                     nll[first:end] = rows_nll(head, rows, ids[first:end], softcap)
                 prev = hidden[-1:].clone()
                 pos = end
+                if checkpoint is not None and pos < n and checkpoint.due():
+                    checkpoint.save(pos, nll, prev, cache, rec)
                 if progress is not None:
                     progress(pos - start, n - start, "tokens")
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..patch.cache import bounded_copy
 from ..patch.methods import method as run_method
 from ..patch.methods import resolve_method
 from ..patch.router import router_of
+from .checkpoint import CaptureCheckpoint, capture_ident
 from .chunked import chunk_tokens, read_chunked
 from .comparison import Comparison
 from .hidden import LayerProgress
@@ -86,7 +88,8 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
               prefix: Prefix | None = None, keep_prefix: int = 0,
               on_prefix: Callable[[Prefix], None] | None = None,
               method: str | MethodSpec | None = None, chunk: int | str | None = "auto", stop: int | None = None,
-              progress: Callable[[int, int, str], None] | None = None) -> Trace:
+              progress: Callable[[int, int, str], None] | None = None,
+              checkpoint: str | Path | None = None, checkpoint_seconds: float = 120.0) -> Trace:
     """One forward pass (baseline when `patch` and `method` are None) recording statistics, hidden
     states and NLL.
 
@@ -107,7 +110,10 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
     (`capture.chunked`); "auto" chunks windows past 32768 tokens, an int sets the chunk size,
     0 never chunks. `stop=B`: read only the first B tokens (a baseline too costly over the whole
     window); the trace keeps the window's rows, NaN from B on, hidden states only before B, and
-    `meta.extra["stopped_at"] = B`. `progress(done, total, unit)` is called per chunk ("tokens"), or per layer ("layers") of a single pass."""
+    `meta.extra["stopped_at"] = B`. `progress(done, total, unit)` is called per chunk ("tokens"), or per layer ("layers") of a single pass.
+    `checkpoint`: a file a chunked run writes every `checkpoint_seconds` and resumes from when it
+    holds this capture (same tokens and settings; `capture.checkpoint`); the caller removes it
+    once the trace is saved."""
     info = model_info(model, train_len=train_len)
     t0 = time.perf_counter()
     n = int(input_ids.shape[1])
@@ -137,7 +143,15 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
                       total=n if n_chunk or read < n else None) as rec:
         if n_chunk:
             start = bounded_copy(prefix.cache, *_bounds(model)) if offset else None
-            tail = read_chunked(model, ids, rec, n_chunk, start=offset, cache=start, progress=progress)
+            ckpt = None
+            if checkpoint is not None:
+                what = {"label": label, "attention": attention, "layers": layers, "heads": heads,
+                        "hidden_layers": list(hidden_layers), "stride": stride, "hidden_stride": hidden_stride,
+                        "train_len": info.train_len, "offset": offset, "chunk": n_chunk,
+                        "method": spec.to_dict() if spec is not None else None}
+                ckpt = CaptureCheckpoint(Path(checkpoint), capture_ident(ids, what), float(checkpoint_seconds))
+            tail = read_chunked(model, ids, rec, n_chunk, start=offset, cache=start, progress=progress,
+                                checkpoint=ckpt)
             nll = tail
         else:
             with LayerProgress(model, progress):

@@ -108,6 +108,27 @@ class Recorder:
         self.bufs["dist_mass"] = np.zeros((L, H, M, len(self.edges) - 1), dtype=np.float16)
         self.profiles.clear()
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume this capture (tensors and plain values only)."""
+        hid = self.hidden
+        return {
+            "n": self.n,
+            "bufs": {k: torch.from_numpy(v.copy()) for k, v in self.bufs.items()},
+            "profiles": [(slot, pos, torch.from_numpy(p), torch.from_numpy(b))
+                         for (slot, pos), (p, b) in self.profiles.items()],
+            "hidden": None if hid is None or hid.states is None else torch.from_numpy(hid.states.copy()),
+            "hidden_positions": None if hid is None or hid.positions is None else torch.from_numpy(hid.positions),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from `state()` of an interrupted capture of the same window and settings."""
+        self._setup(int(state["n"]))
+        self.bufs = {k: v.numpy() for k, v in state["bufs"].items()}
+        self.profiles = {(int(slot), int(pos)): (p.numpy(), b.numpy()) for slot, pos, p, b in state["profiles"]}
+        if self.hidden is not None and state["hidden"] is not None:
+            self.hidden.states = state["hidden"].numpy()
+            self.hidden.positions = state["hidden_positions"].numpy()
+
     def at(self, offset: int) -> None:
         """The next forward covers positions `offset`.. (chunked reading: set before each chunk)."""
         self.cfg.offset = int(offset)

@@ -128,8 +128,8 @@ def _pipe_closed() -> int:
 
 
 def _quiet_transformers() -> None:
-    """No download bars (our own progress lines say what happens), and no maximum-length reminders:
-    the toolkit runs past the training length on purpose."""
+    """No download bars (our own progress lines say what happens), no maximum-length reminders (the
+    toolkit runs past the training length on purpose), no hub retry chatter."""
     if "transformers" not in sys.modules and importlib.util.find_spec("transformers") is None:
         return
     from transformers.utils import logging as hf_logging
@@ -138,6 +138,12 @@ def _quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     silence_length_warnings()
+    try:  # the hub's retry warnings ("Retrying in 1s") would come before the one clear loading error
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - huggingface_hub always comes with transformers
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

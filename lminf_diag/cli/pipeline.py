@@ -110,11 +110,12 @@ def method_of(args: argparse.Namespace | RunSettings, label: str, model: Any, tr
 
 
 def capture_trace(session: Session, args: argparse.Namespace | RunSettings, label: str, stride: int, window: int = 0,
-                  prefix: Any = None, on_prefix: Any = None, progress: Any = None):
+                  prefix: Any = None, on_prefix: Any = None, progress: Any = None, checkpoint: Any = None):
     """One forward pass of `label` ("baseline" or a mode) over window `window`, recording everything
     the analyzers use. The baseline hands its KV cache of the first n_local tokens to `on_prefix`;
     a patched run given that `prefix` computes only the rows after it (`capture.prefix`).
-    `progress(done, total, unit)`: per chunk or per layer (`run_trace`)."""
+    `progress(done, total, unit)`: per chunk or per layer (`run_trace`). `checkpoint`: the file a
+    chunked capture checkpoints to and resumes from (`partial_file`)."""
     from lminf_diag.capture.compare import default_hidden_layers, run_trace
 
     s = settings_of(args)
@@ -128,9 +129,16 @@ def capture_trace(session: Session, args: argparse.Namespace | RunSettings, labe
                       hidden_layers=default_hidden_layers(info.n_layers), stride=stride,
                       hidden_stride=stride, text_source=where.text, train_len=info.train_len,
                       prefix=prefix, keep_prefix=share, on_prefix=on_prefix, progress=progress,
-                      stop=s.resolved_baseline_length if label == "baseline" else None)
+                      stop=s.resolved_baseline_length if label == "baseline" else None, checkpoint=checkpoint)
     trace.meta.extra.update({"stride": stride, "seed": s.seed, "window": where.to_dict()})
     return trace
+
+
+def partial_file(run: RunDir, key: str) -> Path:
+    """Where a chunked capture of trace `key` keeps its checkpoint until the trace is saved (the run
+    folder is started first: run.json names it, and --overwrite has cleared it already)."""
+    run.start()
+    return Path(run.path) / "partial" / f"{key}.pt"
 
 
 def trace_key(label: str, window: int) -> str:
@@ -250,8 +258,9 @@ def capture_all(args: argparse.Namespace, run: RunDir, out_stream: Any) -> Any:
             with progress.step(what) as step:
                 trace = capture_trace(session, args, lab, stride, w, prefix=held.get(w),
                                       on_prefix=(lambda p, w=w: held.__setitem__(w, p)) if wanted else None,
-                                      progress=step.update)
+                                      progress=step.update, checkpoint=partial_file(run, key))
             run.save_trace(key, trace, seconds=step.seconds)
+            partial_file(run, key).unlink(missing_ok=True)
             traces[key] = trace
     windows = [
         {lab: traces[key] if key in traces else run.load_trace(key) for ww, lab, key in keys if ww == w}

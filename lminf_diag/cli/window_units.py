@@ -31,8 +31,12 @@ def portable_args(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**keep)
 
 
-def capture_window(args: argparse.Namespace, window: int, todo: list[tuple[str, str]]) -> list[tuple[str, Any, float]]:
-    """The unit: [(trace key, Trace, seconds)] for the (label, key) pairs of one window."""
+def capture_window(args: argparse.Namespace, window: int, todo: list[tuple[str, str]],
+                   partial: str | None = None) -> list[tuple[str, Any, float]]:
+    """The unit: [(trace key, Trace, seconds)] for the (label, key) pairs of one window; chunked
+    captures checkpoint to `partial`/<key>.pt."""
+    from pathlib import Path
+
     from lminf_diag.cli.pipeline import capture_trace, load_session
     from lminf_diag.cli.settings import settings_of
 
@@ -49,7 +53,8 @@ def capture_window(args: argparse.Namespace, window: int, todo: list[tuple[str, 
         t0 = time.perf_counter()
         share = lab == "baseline" and len(labels) > 1
         trace = capture_trace(session, args, lab, stride, window, prefix=held[0] if held else None,
-                              on_prefix=held.append if share else None)
+                              on_prefix=held.append if share else None,
+                              checkpoint=Path(partial) / f"{key}.pt" if partial else None)
         out.append((key, trace, round(time.perf_counter() - t0, 2)))
     return out
 
@@ -60,7 +65,10 @@ def capture_parallel(args: argparse.Namespace, run: Any, todo: dict[int, list[tu
     `args.workers` processes or as Ray tasks; saves each trace as it arrives; {key: Trace}."""
     stream = stream or sys.stderr
     ns = portable_args(args)
-    units = [Unit(f"window {w + 1}", capture_window, (ns, w, pairs)) for w, pairs in sorted(todo.items())]
+    from lminf_diag.cli.pipeline import partial_file
+
+    folder = str(partial_file(run, "x").parent)
+    units = [Unit(f"window {w + 1}", capture_window, (ns, w, pairs, folder)) for w, pairs in sorted(todo.items())]
     traces: dict[str, Any] = {}
     t0 = time.perf_counter()
     where = f"as Ray tasks ({args.ray})" if getattr(args, "ray", None) else f"in {args.workers} worker processes"
@@ -69,6 +77,7 @@ def capture_parallel(args: argparse.Namespace, run: Any, todo: dict[int, list[tu
     def done(name: str, result: list[tuple[str, Any, float]]) -> None:
         for key, trace, seconds in result:
             run.save_trace(key, trace, seconds=seconds)
+            partial_file(run, key).unlink(missing_ok=True)
             traces[key] = trace
         print(f"{name} done ({len(traces)} trace(s) saved, {time.perf_counter() - t0:.0f} s)", file=stream,
               flush=True)

@@ -33,20 +33,18 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
-from lminf_diag.errors import InvalidArgumentError, RunDirectoryError
+from lminf_diag.errors import RunDirectoryError
+from lminf_diag.patch.snapshot import load_snapshot, save_snapshot
 from lminf_diag.util.atomic import atomic_write, atomic_write_text
 
 STATE, NLL, STATS, CACHE = "state.json", "nll.f32", "stats.npz", "cache.pt"
-_PLAIN = (int, float, bool, str, type(None))
+__all__ = ["load_snapshot", "save_snapshot"]  # the cache snapshot lives in patch.snapshot
 
 
 def ids_digest(ids: np.ndarray) -> str:
@@ -56,67 +54,6 @@ def ids_digest(ids: np.ndarray) -> str:
     'ab25350e3e65'
     """
     return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
-
-
-def _layer_state(layer: Any) -> dict:
-    tensors, plain, dtypes, devices = {}, {}, {}, {}
-    for name, value in vars(layer).items():
-        if isinstance(value, torch.Tensor):
-            tensors[name] = value.detach().cpu()
-        elif isinstance(value, torch.dtype):
-            dtypes[name] = str(value).removeprefix("torch.")
-        elif isinstance(value, torch.device):
-            devices[name] = str(value)
-        elif isinstance(value, _PLAIN):
-            plain[name] = value
-        else:
-            raise InvalidArgumentError(
-                f"cannot snapshot the KV cache layer {type(layer).__name__}: its attribute {name!r} is a "
-                f"{type(value).__name__}. Stream without a folder (not resumable) or with a method whose "
-                "cache holds tensors and plain values only."
-            )
-    cls = type(layer)
-    return {"cls": f"{cls.__module__}:{cls.__qualname__}", "tensors": tensors, "plain": plain, "dtypes": dtypes,
-            "devices": devices}
-
-
-def _restore_layer(state: dict, device: torch.device | str | None) -> Any:
-    module, _, qualname = state["cls"].partition(":")
-    cls: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        cls = getattr(cls, part)
-    layer = cls.__new__(cls)
-    for name, value in state["tensors"].items():
-        setattr(layer, name, value.to(device) if device is not None else value)
-    for name, value in state["plain"].items():
-        setattr(layer, name, value)
-    for name, value in state["dtypes"].items():
-        setattr(layer, name, getattr(torch, value))
-    for name, value in state["devices"].items():
-        setattr(layer, name, torch.device(device if device is not None else value))
-    return layer
-
-
-def save_snapshot(path: str | os.PathLike[str], cache: Any, hidden: torch.Tensor | None, done: int) -> None:
-    """Write the cache's layers, the last hidden state (1, D) and `done`, atomically."""
-    payload = {"done": int(done), "layers": [_layer_state(layer) for layer in cache.layers],
-               "hidden": None if hidden is None else hidden.detach().cpu()}
-    atomic_write(path, lambda f: torch.save(payload, f))
-
-
-def load_snapshot(path: str | os.PathLike[str], device: torch.device | str | None = None):
-    """(cache, hidden (1, D) or None, done) from `save_snapshot`'s file (tensors only: no code runs)."""
-    from transformers import DynamicCache
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise RunDirectoryError(f"{path}: unreadable cache snapshot ({err}); pass --overwrite to start afresh.") from err
-    cache = DynamicCache()
-    cache.layers = [_restore_layer(s, device) for s in payload["layers"]]
-    cache.layer_class_to_replicate = None
-    hidden = payload["hidden"]
-    return cache, (None if hidden is None else hidden.to(device) if device is not None else hidden), payload["done"]
 
 
 def read_state(folder: Path) -> dict | None:
