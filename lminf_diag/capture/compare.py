@@ -211,7 +211,8 @@ def compare(model: torch.nn.Module, tokenizer: Any = None, text: str | None = No
             n_local: int | None = None, limit: int | None = None, layers: Sequence[int] | None = None,
             heads: Sequence[int] | None = None, hidden_layers: Sequence[int] | None = None, stride: int | str = "auto", hidden_stride: int = 1, text_source: str = "",
             progress: Callable[[str], None] | None = None, train_len: int | None = None,
-            method: str | MethodSpec | Sequence[str | MethodSpec] | None = None) -> Comparison:
+            method: str | MethodSpec | Sequence[str | MethodSpec] | None = None,
+            baseline_length: int | None = None) -> Comparison:
     """Run the same token window baseline and patched; a `Comparison` of their traces.
 
     `method`: one or more method names or `MethodSpec`s (see `lminf_diag.method`) run instead of
@@ -222,6 +223,8 @@ def compare(model: torch.nn.Module, tokenizer: Any = None, text: str | None = No
     `train_len` overrides the model's training length (the patch's default n_local, the capture's
     profile rows and bands, the traces' meta): a smaller one runs a pretend-T null.
     `stride`: every stride-th query row is recorded; "auto" (default) is `auto_stride(length)`.
+    `baseline_length`: the baseline reads only the first that many tokens (its O(n^2) pass stops
+    there; its trace is NaN after); the patched runs read the whole window, in chunks past 32k.
 
     Example:
         >>> cmp = compare(model, tok, text, 4096, n_global=10)          # doctest: +SKIP
@@ -256,7 +259,7 @@ def compare(model: torch.nn.Module, tokenizer: Any = None, text: str | None = No
                                   hidden_layers=hidden_layers, stride=stride, hidden_stride=hidden_stride,
                                   text_source=text_source, prefix=held[0] if held else None, train_len=train_len,
                                   keep_prefix=share if label == "baseline" and len(runs) > 1 else 0,
-                                  on_prefix=held.append)
+                                  on_prefix=held.append, stop=baseline_length if label == "baseline" else None)
     return Comparison(traces)
 
 
