@@ -31,7 +31,7 @@ from lminf_diag.attention.spec import LambdaSpec, Plan
 from lminf_diag.attention.stats import StatsRequest, log_edges
 
 MODES = ("baseline", "lambda", "mask_only", "cap_only", "window")
-PATHS = ("prefill", "stats", "stats_rows", "cache", "cache_sparse")
+PATHS = ("prefill", "stats", "stats_rows", "cache", "cache_sparse", "cache_bounded")
 LOW = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPES = {"float32": torch.float32, **LOW}
 SINK_TOKENS = 2
@@ -161,6 +161,10 @@ def plan_of(case: Case) -> Plan:
 
 
 def key_positions(case: Case, gen: torch.Generator) -> torch.Tensor:
+    if case.path == "cache_bounded":  # what a bounded cache holds: the first n_global, then a window
+        p0 = case.n - min(case.n_q, case.n)
+        g = min(case.n_global, case.n)
+        return torch.cat([torch.arange(g), torch.arange(max(g, p0 - case.n_local), case.n)])
     if case.path != "cache_sparse":
         return torch.arange(case.n)
     keep = torch.rand(case.n, generator=gen) < 0.6
@@ -320,7 +324,8 @@ def test_block_boundaries_and_long_windows(monkeypatch):
 
     monkeypatch.setattr(fused, "ROWS", 3)
     monkeypatch.setattr(explicit, "BLOCK_ELEMENTS", 64)
-    for mode, path, n_local in itertools.product(MODES, ("prefill", "stats", "cache_sparse"), (2, 3, 4, 7)):
+    for mode, path, n_local in itertools.product(MODES, ("prefill", "stats", "cache_sparse", "cache_bounded"),
+                                                 (2, 3, 4, 7)):
         check(
             Case(
                 kv_heads=1,
@@ -336,3 +341,19 @@ def test_block_boundaries_and_long_windows(monkeypatch):
             )
         )
         COUNT["edge"] += 1
+
+
+def test_chunks_after_a_bounded_cache_take_the_fused_path(monkeypatch):
+    """A chunk of queries after a bounded cache (globals, a gap, then the window) is computed by
+    the fused prefill path, and agrees with the pair-by-pair reference."""
+    import lminf_diag.attention.fused as fused
+    import lminf_diag.attention.kernel as kernel
+
+    calls = []
+    real = fused.fused_attend
+    monkeypatch.setattr(kernel, "fused_attend", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(fused, "ROWS", 3)
+    for mode, n_local in itertools.product(("lambda", "mask_only"), (2, 4, 7)):
+        check(Case(kv_heads=1, group=2, n=40, n_local=n_local, n_global=3, limit=n_local - 1 or 1, mode=mode,
+                   path="cache_bounded", n_q=9, seed=n_local))
+    assert len(calls) == 6

@@ -24,16 +24,28 @@ ROWS = 1024  # query rows per block
 
 
 def fused_supported(q: torch.Tensor, nq: int, nk: int, q_pos: torch.Tensor, k_pos: torch.Tensor, plan: Plan | None = None) -> bool:
-    """True for a prefill with keys at positions 0..nk-1 on a device with a fused kernel: either the
-    whole sequence (queries 0..nk-1), or, for a windowed plan, a chunk of queries nk-nq..nk-1 after
-    a cache of at least n_local keys (a patched run continuing from a shared prefix)."""
-    if nq < 2 or q.device.type not in ("cpu", "cuda") or int(k_pos[0]) != 0 or int(k_pos[-1]) != nk - 1:
+    """True for a prefill on a device with a fused kernel, with keys at positions 0..nk-1: either
+    the whole sequence (queries 0..nk-1), or, for a windowed plan, a chunk of queries nk-nq..nk-1
+    after a cache of at least n_local keys (a patched run continuing from a shared prefix); or a
+    chunk after a bounded cache (`patch.cache`): keys at 0..G-1 (the plan's n_global) then one
+    contiguous run ending at the last query and starting at least n_local before the first."""
+    if nq < 2 or q.device.type not in ("cpu", "cuda"):
         return False
-    if k_pos.shape[0] != nk or int(q_pos[0]) != nk - nq or int(q_pos[-1]) != nk - 1:
+    last = int(q_pos[-1])
+    if int(k_pos[-1]) != last or k_pos.shape[0] != nk or int(q_pos[0]) != last - nq + 1:
         return False
-    if nq == nk:
-        return True
-    return plan is not None and plan.n_local is not None and nk - nq >= plan.n_local
+    shift = last + 1 - nk  # positions missing between the global keys and the local run
+    if shift == 0:
+        if int(k_pos[0]) != 0:
+            return False
+        return nq == nk or (plan is not None and plan.n_local is not None and nk - nq >= plan.n_local)
+    if plan is None or plan.n_local is None or plan.n_global is None or shift < 0:
+        return False
+    g = plan.n_global
+    if g >= nk or int(k_pos[g]) - g != shift or int(k_pos[g]) > last - nq + 1 - plan.n_local + 1:
+        return False
+    steps = k_pos[1:] - k_pos[:-1]  # ascending by 1 everywhere but at the one gap after the globals
+    return (g == 0 or int(k_pos[g - 1]) == g - 1) and int((steps != 1).sum()) == (1 if g else 0)
 
 
 def _piece(q, k, v, scaling, causal=False, bias=None):
@@ -78,9 +90,16 @@ def _merge(parts):
 def fused_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, *, scaling: float,
                  q_pos: torch.Tensor, rope: RotaryOps | None = None) -> torch.Tensor:
     """Same function as `explicit_attend` for a prefill; (B, Nq, H, Dv). The queries are the last
-    Nq of the Nk keys' positions (Nq = Nk, or a chunk after at least n_local cached keys)."""
+    Nq of the Nk keys' positions (Nq = Nk, or a chunk after at least n_local cached keys, or a
+    chunk after a bounded cache whose local keys sit `shift` index places below their positions:
+    see `fused_supported`)."""
     B, H, nq, D = q.shape
-    n = k.shape[2]
+    n = int(q_pos[-1]) + 1  # positions 0..n-1; keys past the globals are at index position - shift
+    shift = n - k.shape[2]
+
+    def local(x: int, y: int) -> tuple[torch.Tensor, torch.Tensor]:  # keys at positions x..y-1
+        return k[:, :, x - shift : y - shift], v[:, :, x - shift : y - shift]
+
     off = n - nq  # position of the first query (0, or >= n_local: see `fused_supported`)
     hkv = k.shape[1]
     g = H // hkv
@@ -111,12 +130,11 @@ def fused_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, 
         b = min(n, a + rows)
         nb, lo = b - a, a - w + 1
         qb = q[:, :, a - off : b - off]
-        parts = [_piece(qb, k[:, :, a:b], v[:, :, a:b], scaling, causal=True)]
+        parts = [_piece(qb, *local(a, b), scaling, causal=True)]
         if w > rows:
-            parts.append(_piece(qb, k[:, :, lo + rows - 1 : a], v[:, :, lo + rows - 1 : a], scaling))
+            parts.append(_piece(qb, *local(lo + rows - 1, a), scaling))
         if rows > 1:
-            o_t, lse_t = _piece(qb, k[:, :, lo : lo + rows - 1], v[:, :, lo : lo + rows - 1], scaling,
-                                bias=tri[:nb])
+            o_t, lse_t = _piece(qb, *local(lo, lo + rows - 1), scaling, bias=tri[:nb])
             lse_t[..., rows - 1 :] = float("-inf")  # the last row sees no key of the triangle
             parts.append((o_t, lse_t))
         fe = min(n_far, b - w)
