@@ -202,16 +202,15 @@ def _profiles(s, dist, q_pos, req) -> list[tuple[int, torch.Tensor, torch.Tensor
         if pos not in wanted:
             continue
         ok = dist[r] >= 0
-        vals = torch.full((*s.shape[:2], pos + 1), float("-inf"), device=s.device)
-        vals[..., dist[r][ok]] = s[:, :, r, ok]
-        run = vals.cummax(-1).values  # running max over distance 0..d
+        d = dist[r][ok]  # (A,) distances of the keys this row attends (at most n_global + n_local under the Λ)
+        band_of = torch.searchsorted(grid, d)  # (A,) band j holds distances in (d_{j-1}, d_j]
+        band = torch.full((*s.shape[:2], len(grid) + 1), float("-inf"), device=s.device)
+        band.scatter_reduce_(-1, band_of.expand(*s.shape[:2], d.shape[0]), s[:, :, r, ok], "amax")
+        band = band[..., : len(grid)]
+        run = band.cummax(-1).values  # running max over distances 0..d_j
         inside = grid <= pos
         prof = torch.full((*s.shape[:2], len(grid)), float("nan"), device=s.device)
-        prof[..., inside] = run[..., grid[inside]]
-        band_of = torch.searchsorted(grid, torch.arange(pos + 1, device=s.device))  # (pos+1,) first d_j >= d
-        band = torch.full((*s.shape[:2], len(grid) + 1), float("-inf"), device=s.device)
-        band.scatter_reduce_(-1, band_of.expand(*s.shape[:2], pos + 1), vals, "amax")
-        band = band[..., : len(grid)]
+        prof[..., inside] = run[..., inside]
         band = band.masked_fill(torch.isinf(band), float("nan"))
         res.append((pos, prof, band))
     return res
