@@ -42,7 +42,8 @@ def test_chunked_trace_equals_single_pass(family, mode):
     chunked = run_trace(model, _ids(), label=mode, patch=patch, chunk=CHUNK,
                         progress=lambda d, t, u: seen.append((d, t)), **KW)
     assert chunked.meta.extra["chunk"] == CHUNK and "chunk" not in single.meta.extra
-    assert seen[-1] == (N, N) and len(seen) == -(-N // CHUNK)
+    # the first chunk is n_local long (every later chunk then follows a full window), then CHUNK each
+    assert seen[0] == (N_LOCAL, N) and seen[-1] == (N, N) and len(seen) == 1 + -(-(N - N_LOCAL) // CHUNK)
     assert np.isfinite(chunked.nll[1:]).all()
     _same(chunked, single)
 
@@ -130,12 +131,12 @@ def test_an_interrupted_chunked_capture_resumes_from_its_checkpoint(tmp_path, fa
     seen: list[int] = []
     resumed = run_trace(model, _ids(), label="lambda", patch=patch, chunk=CHUNK, checkpoint=ckpt,
                         checkpoint_seconds=0, progress=lambda d, t, u: seen.append(d), **KW)
-    assert seen[0] == 4 * CHUNK  # the three chunks before the stop were not read again
+    assert seen[0] == N_LOCAL + 3 * CHUNK  # the three chunks before the stop were not read again
     _same(resumed, single)
     # a checkpoint of other settings is ignored: the capture starts afresh and is still right
     other = run_trace(model, _ids(), label="lambda", patch={**patch, "n_global": 1}, chunk=CHUNK,
                       checkpoint=ckpt, checkpoint_seconds=1e9, progress=lambda d, t, u: seen.append(d), **KW)
-    n_chunks = -(-N // CHUNK)
-    assert seen[-n_chunks] == CHUNK and len(seen) == 4 + n_chunks
+    n_chunks = 1 + -(-(N - N_LOCAL) // CHUNK)
+    assert seen[-n_chunks] == N_LOCAL and len(seen) == len(set(seen[:-n_chunks])) + n_chunks
     plain = run_trace(model, _ids(), label="lambda", patch={**patch, "n_global": 1}, chunk=0, **KW)
     _same(other, plain)

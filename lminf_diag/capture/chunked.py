@@ -59,7 +59,7 @@ def chunk_tokens(settings: dict[str, Any] | None, n: int, chunk: int | str | Non
 
 def read_chunked(model: torch.nn.Module, input_ids: torch.Tensor, rec: Recorder, chunk: int, *, start: int = 0,
                  cache: Any = None, progress: Progress | None = None,
-                 checkpoint: CaptureCheckpoint | None = None) -> np.ndarray:
+                 checkpoint: CaptureCheckpoint | None = None, first: int = 0) -> np.ndarray:
     """Forward `input_ids` (1, N) from position `start` on, `chunk` tokens at a time, under the
     patch already installed on `model`, with `rec` recording; returns the loss (N,) float32 (NaN
     at positions <= start when `start` > 0: their loss belongs to the prefix; nll[0] is NaN).
@@ -67,7 +67,8 @@ def read_chunked(model: torch.nn.Module, input_ids: torch.Tensor, rec: Recorder,
     `cache`: the bounded cache of the first `start` tokens (`patch.cache.bounded_copy`), else a
     fresh cache is bounded by the patch. `progress(done, total, "tokens")` is called after each chunk.
     `checkpoint`: resume from it when it holds this capture, and write it as it falls due
-    (`capture.checkpoint`).
+    (`capture.checkpoint`). `first`: the size of the first chunk when larger than `chunk` (n_local:
+    every later chunk then follows a full window of keys, which the fused prefill path computes).
     """
     from transformers import DynamicCache
 
@@ -92,7 +93,7 @@ def read_chunked(model: torch.nn.Module, input_ids: torch.Tensor, rec: Recorder,
     try:
         with torch.no_grad():
             while pos < n:
-                end = min(n, pos + chunk)
+                end = min(n, pos + (max(chunk, first) if pos == 0 else chunk))
                 rec.at(pos)
                 model(input_ids[:, pos:end], cache=cache, use_cache=True, **keep)
                 hidden = grabbed.pop("h")[0]  # (c, D)

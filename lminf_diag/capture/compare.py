@@ -151,7 +151,7 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
                         "method": spec.to_dict() if spec is not None else None}
                 ckpt = CaptureCheckpoint(Path(checkpoint), capture_ident(ids, what), float(checkpoint_seconds))
             tail = read_chunked(model, ids, rec, n_chunk, start=offset, cache=start, progress=progress,
-                                checkpoint=ckpt)
+                                checkpoint=ckpt, first=_bounds(model)[1])
             nll = tail
         else:
             with LayerProgress(model, progress):
