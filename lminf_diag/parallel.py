@@ -54,6 +54,12 @@ def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    try:  # no per-worker weight-loading bars: the main process prints one line per finished unit
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], threads: int | None = None) -> Any:

@@ -118,6 +118,7 @@ class LabFluency:
     nll: dict[str, np.ndarray]  # label -> (K, N) per-token NLL, NaN at position 0
     result: Any  # the loss analyzer's result (`analyze.perplexity_by_position`)
     repeated: bool = False
+    short: np.ndarray | None = None  # (K, N) baseline loss at T/2..T from the last T/16 tokens only
 
     @property
     def windows(self) -> int:
@@ -189,8 +190,9 @@ class LabResult(AnalysisResult):
         ]
         for f in self.fluency:
             out += [replace(e, label=lab_label(f.model, f.multiple, e.label)) for e in f.result.key_figures()]
-            if "baseline" in f.nll:
-                out.append(context_gain(f.nll["baseline"], f.train_len, lab_label(f.model, None, "baseline")))
+            if "baseline" in f.nll and f.short is not None:
+                out.append(context_gain(f.nll["baseline"], f.short, f.train_len,
+                                        lab_label(f.model, None, "baseline")))
         for c in self.copy:
             out += [e for e, _, _ in c.estimates(COPY_MARGIN)]
         return out

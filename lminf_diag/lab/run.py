@@ -189,8 +189,24 @@ def _cell(model: Any, tok: Any, name: str, T: int, m: int, s: LabSettings) -> La
     )
 
 
+def _short_context_nll(model: Any, ids: Any, T: int) -> np.ndarray:
+    """(N,) the loss of the tokens at positions T/2..T-1 predicted from their last T/16 tokens only
+    (each re-encoded on its own, in one batch), NaN elsewhere: the in-range context gain's pair."""
+    import torch
+
+    c = max(1, T // 16)
+    n = int(ids.shape[1])
+    out = np.full(n, np.nan, np.float32)
+    pos = torch.arange(T // 2, min(T, n))
+    x = torch.stack([ids[0, p - c : p] for p in pos.tolist()])  # (P, c) the contexts
+    logp = torch.log_softmax(model(x).logits[:, -1].float(), -1)  # (P, V) next-token log-probs
+    out[pos.numpy()] = (-logp.gather(-1, ids[0, pos][:, None])[:, 0]).numpy()
+    return out
+
+
 def _loss_pass(model: Any, tok: Any, T: int, s: LabSettings) -> tuple[np.ndarray, list[str], bool]:
-    """(2, K, N) per-token loss, baseline and LM-Infinite, over K windows of fluency_multiple x T."""
+    """(3, K, N) per-token loss over K windows of fluency_multiple x T: baseline, LM-Infinite, and
+    the baseline from the last T/16 tokens only at positions T/2..T (`_short_context_nll`)."""
     import torch
 
     from lminf_diag.attention.method_spec import MethodSettings
@@ -201,10 +217,11 @@ def _loss_pass(model: Any, tok: Any, T: int, s: LabSettings) -> tuple[np.ndarray
     lam = MethodSettings(n_global=s.n_global, n_local=T)
 
     windows = plan_windows(tok, [s.text], s.fluency_multiple * T, s.windows, repeat=True)
-    out = np.full((2, len(windows), s.fluency_multiple * T), np.nan, np.float32)
+    out = np.full((3, len(windows), s.fluency_multiple * T), np.nan, np.float32)
     for w, (_, ids) in enumerate(windows):
         with torch.no_grad(), through_kernel(model):  # bounded memory for eager ALiBi too
             out[0, w] = token_nll(model, ids)
+            out[2, w] = _short_context_nll(model, ids, T)
             with lm_infinite(model, **lam.kwargs()):
                 out[1, w] = token_nll(model, ids)
     return out, [f"{w.text}@{w.offset}" for w, _ in windows], _repeated(windows)
@@ -344,9 +361,10 @@ def assemble(s: LabSettings, models: list[str], stores: dict[str, Any]) -> LabRe
         rec = stores["loss"].load(f"{name}/loss")
         T = int(rec["train_len"])
         nll = {lab: np.asarray(rec["array"][i], np.float64) for i, lab in enumerate(LABELS)}
+        short = np.asarray(rec["array"][2], np.float64) if len(rec["array"]) > 2 else None
         result.fluency.append(LabFluency(name, scheme, T, s.fluency_multiple, nll,
                                          loss_result(nll, T, s.tolerance, list(rec["sources"])),
-                                         bool(rec["repeated"])))
+                                         bool(rec["repeated"]), short))
         if s.copy_trials:
             rec = stores["copy"].load(f"{name}/copy")
             arr = rec["array"]

@@ -11,9 +11,10 @@ across its seeds. So, per scheme:
 - a verdict is the seeds' consensus: `present` (or `absent`) only when every seed's own verdict,
   decided from its window interval, says so; `inconclusive` otherwise, with the count per verdict
   in its ``tests`` text;
-- `context_gain` says whether a model uses in-range context at all: the baseline's loss on
-  positions T/16..T/8 minus its loss on T/2..T, per window. A model whose loss stops falling
-  after a few bytes (near trigram level) cannot show what far context is worth.
+- `context_gain` says whether a model uses in-range context at all, on the same tokens: the
+  loss of each token at positions T/2..T predicted from only its last T/16 tokens, minus its
+  loss predicted from the whole window (paired per token, then per window). A model whose loss
+  stops falling after a few bytes (near trigram level) cannot show what far context is worth.
 
 Example:
     >>> from lminf_diag.analyze.estimate import Estimate, Verdict
@@ -39,7 +40,7 @@ import numpy as np
 from lminf_diag.analyze.estimate import Estimate, Verdict, estimate
 
 CONTEXT_MARGIN = 0.05  # nats per byte: a smaller in-range context gain is "does not use context"
-CONTEXT_FIGURE = "in-range context gain (loss at T/16..T/8 minus T/2..T)"
+CONTEXT_FIGURE = "in-range context gain (loss from the last T/16 tokens minus from all, same tokens)"
 
 
 def split_model(label: str) -> tuple[str, str]:
@@ -125,22 +126,26 @@ def consensus(verdicts: list[Verdict]) -> list[Verdict]:
     return out
 
 
-def context_gain(nll: np.ndarray, train_len: int, label: str) -> Estimate:
-    """The in-range context gain over windows from a (K, N) per-token loss (NaN at position 0).
+def context_gain(nll: np.ndarray, short: np.ndarray, train_len: int, label: str) -> Estimate:
+    """The in-range context gain over windows, paired on the same tokens: `short` (K, N) holds the
+    loss of the tokens at positions T/2..T predicted from their last T/16 tokens only (NaN
+    elsewhere), `nll` (K, N) the same tokens' loss with the whole window before them.
 
-    >>> nll = np.tile(np.r_[np.nan, np.full(15, 2.0), np.full(48, 1.5), np.full(64, 1.0)], (4, 1))
-    >>> round(context_gain(nll, 128, "m").estimate, 3)
-    1.0
+    >>> full = np.tile(np.r_[np.nan, np.full(127, 1.5)], (4, 1))
+    >>> short = np.full_like(full, np.nan)
+    >>> short[:, 64:128] = 1.75
+    >>> round(context_gain(full, short, 128, "m").estimate, 3)
+    0.25
     """
     T = int(train_len)
-    early = np.nanmean(nll[:, T // 16 : T // 8], axis=1)
-    late = np.nanmean(nll[:, T // 2 : T], axis=1)
+    span = slice(T // 2, T)
+    per_window = np.nanmean(short[:, span] - nll[:, span], axis=1)
     return estimate(
-        early - late,
+        per_window,
         figure=CONTEXT_FIGURE,
         label=label,
         unit="nats per token",
-        null="no use of context beyond T/16 (the two spans' losses equal)",
+        null="no use of context beyond the last T/16 tokens (0, the same tokens either way)",
     )
 
 
