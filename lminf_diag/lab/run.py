@@ -191,14 +191,15 @@ def _cell(model: Any, tok: Any, name: str, T: int, m: int, s: LabSettings) -> La
 
 def _short_context_nll(model: Any, ids: Any, T: int) -> np.ndarray:
     """(N,) the loss of the tokens at positions T/2..T-1 predicted from their last T/16 tokens only
-    (each re-encoded on its own, in one batch), NaN elsewhere: the in-range context gain's pair."""
+    (each re-encoded on its own after the window's first token, the BOS every training sequence
+    began with; in one batch), NaN elsewhere: the in-range context gain's pair."""
     import torch
 
     c = max(1, T // 16)
     n = int(ids.shape[1])
     out = np.full(n, np.nan, np.float32)
     pos = torch.arange(T // 2, min(T, n))
-    x = torch.stack([ids[0, p - c : p] for p in pos.tolist()])  # (P, c) the contexts
+    x = torch.stack([torch.cat([ids[0, :1], ids[0, p - c : p]]) for p in pos.tolist()])  # (P, 1 + c)
     logp = torch.log_softmax(model(x).logits[:, -1].float(), -1)  # (P, V) next-token log-probs
     out[pos.numpy()] = (-logp.gather(-1, ids[0, pos][:, None])[:, 0]).numpy()
     return out
