@@ -51,7 +51,7 @@ class CaptureCheckpoint:
 
     def save(self, done: int, nll: np.ndarray, prev: torch.Tensor | None, cache: Any, rec: Recorder) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        extra = {"ident": self.ident, "nll": torch.from_numpy(nll.copy()), "recorder": rec.state()}
+        extra = {"ident": self.ident, "nll": torch.from_numpy(nll), "recorder": rec.state()}
         save_snapshot(self.path, cache, prev, done, extra=extra)
         self._last = time.perf_counter()
 

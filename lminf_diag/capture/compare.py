@@ -142,7 +142,8 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
                       hidden_stride=hidden_stride, train_len=info.train_len, offset=offset,
                       total=n if n_chunk or read < n else None) as rec:
         if n_chunk:
-            start = bounded_copy(prefix.cache, *_bounds(model)) if offset else None
+            bounds = _bounds(model)  # (n_global, n_local) of the bounded cache
+            start = bounded_copy(prefix.cache, *bounds) if offset else None
             ckpt = None
             if checkpoint is not None:
                 what = {"label": label, "attention": attention, "layers": layers, "heads": heads,
@@ -151,7 +152,7 @@ def run_trace(model: torch.nn.Module, input_ids: torch.Tensor, *, label: str | N
                         "method": spec.to_dict() if spec is not None else None}
                 ckpt = CaptureCheckpoint(Path(checkpoint), capture_ident(ids, what), float(checkpoint_seconds))
             tail = read_chunked(model, ids, rec, n_chunk, start=offset, cache=start, progress=progress,
-                                checkpoint=ckpt, first=_bounds(model)[1])
+                                checkpoint=ckpt, first=bounds[1])
             nll = tail
         else:
             with LayerProgress(model, progress):

@@ -113,10 +113,10 @@ class Recorder:
         hid = self.hidden
         return {
             "n": self.n,
-            "bufs": {k: torch.from_numpy(v.copy()) for k, v in self.bufs.items()},
+            "bufs": {k: torch.from_numpy(v) for k, v in self.bufs.items()},  # shared: written at once
             "profiles": [(slot, pos, torch.from_numpy(p), torch.from_numpy(b))
                          for (slot, pos), (p, b) in self.profiles.items()],
-            "hidden": None if hid is None or hid.states is None else torch.from_numpy(hid.states.copy()),
+            "hidden": None if hid is None or hid.states is None else torch.from_numpy(hid.states),
             "hidden_positions": None if hid is None or hid.positions is None else torch.from_numpy(hid.positions),
         }
 

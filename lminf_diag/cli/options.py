@@ -76,14 +76,13 @@ def parse_layers(text: str) -> list[int] | None:
     return layers
 
 
-def parse_stride(text: str) -> int | str:
-    """``"auto"`` or a whole number >= 1."""
-    return "auto" if text.strip().lower() == "auto" else bounded_int(1, "query-row stride, or 'auto'")(text)
+def auto_or_int(minimum: int, explain: str) -> Callable[[str], int | str]:
+    """An argparse `type`: ``"auto"`` or a whole number >= minimum (`bounded_int`'s errors)."""
+    return lambda text: "auto" if text.strip().lower() == "auto" else bounded_int(minimum, explain)(text)
 
 
-def parse_baseline_length(text: str) -> int | str:
-    """``"auto"`` or a whole number >= 2 (tokens of each window the baseline reads)."""
-    return "auto" if text.strip().lower() == "auto" else bounded_int(2, "baseline tokens, or 'auto'")(text)
+parse_stride = auto_or_int(1, "query-row stride, or 'auto'")
+parse_baseline_length = auto_or_int(2, "baseline tokens, or 'auto'")  # tokens of each window the baseline reads
 
 
 def resolve_stride(stride: int | str, length: int) -> int:
@@ -341,22 +340,6 @@ def resolve_windows(args: argparse.Namespace) -> int:
     if getattr(args, "windows", None):
         return int(args.windows)
     return DEFAULT_WINDOWS if str(getattr(args, "model", "")).startswith("lab-") else DEFAULT_WINDOWS_MODEL
-
-
-def window_texts(args: argparse.Namespace) -> list[str]:
-    """Where windows are cut from: --text first, then the other bundled books (a file: itself only).
-
-    >>> window_texts(argparse.Namespace(text="carroll-alice"))[:2]
-    ['carroll-alice', 'bryant-stories']
-    """
-    from lminf_diag.data import list_books
-
-    text = str(args.text)
-    name = text[:-4] if text.endswith(".txt") else text
-    books = list_books()
-    if name not in books:
-        return [text]
-    return [name] + [b for b in books if b != name]
 
 
 def human(args: argparse.Namespace) -> TextIO:

@@ -12,10 +12,22 @@ Example:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from lminf_diag.cli import options
 from lminf_diag.evaluate.passkey import DEFAULT_TRIALS
+
+
+def _parse_list(text: str, cast: Callable[[str], Any], example: str, ok: Callable[[Any], bool], rule: str) -> list:
+    """Comma-separated values through `cast`, each passing `ok`; repeats dropped, order kept."""
+    try:
+        values = [cast(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {example}; got {text!r}") from None
+    if not values or not all(ok(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{rule}; got {text!r}")
+    return list(dict.fromkeys(values))
 
 
 def parse_lengths(text: str) -> list[int]:
@@ -24,15 +36,8 @@ def parse_lengths(text: str) -> list[int]:
     >>> parse_lengths("4096, 16384,4096")
     [4096, 16384]
     """
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated token counts such as 4096,16384; got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"lengths must be whole numbers of tokens >= 1; got {text!r}")
-    return list(dict.fromkeys(values))
+    return _parse_list(text, int, "token counts such as 4096,16384", lambda v: v >= 1,
+                       "lengths must be whole numbers of tokens >= 1")
 
 
 def parse_depths(text: str) -> list[float]:
@@ -41,15 +46,8 @@ def parse_depths(text: str) -> list[float]:
     >>> parse_depths("0, .5,1")
     [0.0, 0.5, 1.0]
     """
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated fractions such as 0,0.5,1; got {text!r}"
-        ) from None
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"depths must be fractions between 0 and 1; got {text!r}")
-    return list(dict.fromkeys(values))
+    return _parse_list(text, float, "fractions such as 0,0.5,1", lambda v: 0.0 <= v <= 1.0,
+                       "depths must be fractions between 0 and 1")
 
 
 def add_trials_option(g: Any, prefix: str = "--", dest: str = "trials") -> None:

@@ -56,10 +56,10 @@ class Session:
 def load_session(args: argparse.Namespace) -> Session:
     """Read the texts, load the model and cut K windows (text errors come before the model loads)."""
     from lminf_diag.capture.windows import plan_windows
-    from lminf_diag.data import load_text
+    from lminf_diag.data import load_text, window_sources
     from lminf_diag.models import load_model, model_info
 
-    texts = options.window_texts(args)
+    texts = window_sources(str(args.text))
     load_text(texts[0])
     options.seed_everything(args.seed)
     model, tok = load_model(args.model, **options.load_kwargs(args))

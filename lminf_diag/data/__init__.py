@@ -40,6 +40,21 @@ def list_books() -> list[str]:
     return sorted(entry.name[:-4] for entry in _books_dir().iterdir() if entry.name.endswith(".txt"))
 
 
+def window_sources(text: str) -> list[str]:
+    """Where windows are cut from: `text` first, then the other bundled books (a file, or
+    ``all-books``: itself only).
+
+    Example:
+        >>> window_sources("carroll-alice")[:2]
+        ['carroll-alice', 'bryant-stories']
+    """
+    name = text[:-4] if text.endswith(".txt") else text
+    books = list_books()
+    if name not in books:
+        return [text]
+    return [name] + [b for b in books if b != name]
+
+
 def default_text() -> str:
     """The bundled book used when none is named: ``"carroll-alice"``.
 
