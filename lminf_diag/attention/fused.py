@@ -3,9 +3,11 @@
 Rows i < n_local see only local keys: one causal fused call. Rows i >= n_local are cut into
 blocks of R rows [a, b); their window splits into three pieces that fused attention handles
 without a dense mask: the causal square [a, b), the fully visible middle [a - n_local + R, a), and
-a small triangle [a - n_local + 1, a - n_local + R). The far keys (j < n_global, at the capped
-distance) are scored explicitly in fp32. All pieces are merged exactly through their
-log-sum-exp, so the result is the softmax over the union.
+a small triangle [a - n_local + 1, a - n_local + R), where row a + r sees the keys from
+a - n_local + 1 + r on: with rows and keys both reversed it is a causal square too, so every piece
+runs through the causal or the unmasked kernel and no masked-out pair is computed. The far keys
+(j < n_global, at the capped distance) are scored explicitly in fp32. All pieces are merged
+exactly through their log-sum-exp, so the result is the softmax over the union.
 """
 
 from __future__ import annotations
@@ -48,20 +50,20 @@ def fused_supported(q: torch.Tensor, nq: int, nk: int, q_pos: torch.Tensor, k_po
     return (g == 0 or int(k_pos[g - 1]) == g - 1) and int((steps != 1).sum()) == (1 if g else 0)
 
 
-def _piece(q, k, v, scaling, causal=False, bias=None):
-    """Fused attention of one piece; (out (B,H,nb,Dv) fp32, lse (B,H,nb) fp32). Handles GQA."""
+def _piece(q, k, v, scaling, causal=False):
+    """Fused attention of one piece, unmasked or causal (a square: row r sees keys 0..r);
+    (out (B,H,nb,Dv) fp32, lse (B,H,nb) fp32). Handles GQA."""
     g = q.shape[1] // k.shape[1]
     if q.device.type == "cpu" and q.shape[-1] == v.shape[-1]:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, causal, attn_mask=None if bias is None else bias.to(q.dtype), scale=scaling
+            q, k, v, 0.0, causal, scale=scaling
         )
         return out.float(), lse.float()
     if q.device.type == "cuda":
         try:  # memory-efficient attention returns the log-sum-exp; it wants equal head counts
             kk, vv = (k, v) if g == 1 else (k.repeat_interleave(g, 1), v.repeat_interleave(g, 1))
-            bb = None if bias is None else bias.to(q.dtype).expand(q.shape[0], q.shape[1], *bias.shape)
             out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
-                q, kk, vv, bb, True, 0.0, causal, scale=scaling
+                q, kk, vv, None, True, 0.0, causal, scale=scaling
             )[:2]
             return out.float(), lse[..., : q.shape[2]].float()
         except (RuntimeError, NotImplementedError):
@@ -70,10 +72,18 @@ def _piece(q, k, v, scaling, causal=False, bias=None):
     s = (q.float() @ kk.transpose(-1, -2)) * scaling
     if causal:
         s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
-    if bias is not None:
-        s = s + bias
     lse = torch.logsumexp(s, -1)
     return torch.exp(s - lse[..., None]) @ vv, lse
+
+
+def _triangle(q, k, v, scaling):
+    """Rows r = 0..R-1 of q (B, H, R, D) against keys m = 0..R-2 of k, v (B, Hkv, R-1, D), row r
+    seeing the keys m >= r (the last row none); (out, lse) as `_piece`, lse -inf where no key is
+    seen. Reversing rows and keys (r' = R-2-r, m' = R-2-m) turns it into the causal square m' <= r'.
+    """
+    out, lse = _piece(q[:, :, :-1].flip(2), k.flip(2), v.flip(2), scaling, causal=True)
+    out = torch.cat([out.flip(2), out.new_zeros(*out.shape[:2], 1, out.shape[-1])], 2)
+    return out, torch.cat([lse.flip(2), lse.new_full((*lse.shape[:2], 1), float("-inf"))], 2)
 
 
 def _merge(parts):
@@ -113,10 +123,6 @@ def fused_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, 
             q[:, :, :w], k[:, :, :w], v[:, :, :w], is_causal=True, scale=scaling, enable_gqa=g > 1
         ).transpose(1, 2)
     rows = min(ROWS, w)
-    qq = torch.arange(rows, device=q.device)[:, None]
-    tri = torch.zeros(rows, rows - 1, device=q.device).masked_fill(
-        torch.arange(rows - 1, device=q.device)[None, :] < qq, float("-inf")
-    )  # key offset m visible to row qq when m >= qq
     n_far = 0 if plan.n_global == 0 else (n - w if plan.n_global is None else min(plan.n_global, n - w))
     capped = n_far and plan.cap and rope is not None
     k_far = k[:, :, :n_far].float()
@@ -130,13 +136,12 @@ def fused_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, 
         b = min(n, a + rows)
         nb, lo = b - a, a - w + 1
         qb = q[:, :, a - off : b - off]
+        # the square [a, b), the middle [lo + nb - 1, a) every row sees, the triangle [lo, lo + nb - 1)
         parts = [_piece(qb, *local(a, b), scaling, causal=True)]
-        if w > rows:
-            parts.append(_piece(qb, *local(lo + rows - 1, a), scaling))
-        if rows > 1:
-            o_t, lse_t = _piece(qb, *local(lo, lo + rows - 1), scaling, bias=tri[:nb])
-            lse_t[..., rows - 1 :] = float("-inf")  # the last row sees no key of the triangle
-            parts.append((o_t, lse_t))
+        if w > nb:
+            parts.append(_piece(qb, *local(lo + nb - 1, a), scaling))
+        if nb > 1:
+            parts.append(_triangle(qb, *local(lo, lo + nb - 1), scaling))
         fe = min(n_far, b - w)
         if fe > 0:
             qf = qb.float()

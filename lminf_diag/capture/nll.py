@@ -44,16 +44,7 @@ def token_nll(model: PreTrainedModel, input_ids: torch.Tensor, chunk: int = 1024
         out = model.base_model(input_ids=input_ids, **kw)
         hidden = out.last_hidden_state[0]  # (N, D)
         ids = input_ids[0].to(hidden.device)
-        n = ids.shape[0]
-        nll = np.full(n, np.nan, dtype=np.float32)
-        for a in range(0, n - 1, chunk):
-            b = min(n - 1, a + chunk)
-            logits = head(hidden[a:b].to(execution_device(head, hidden.device))).float()
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            lp = torch.log_softmax(logits, -1)
-            tgt = ids[a + 1 : b + 1].to(lp.device)
-            nll[a + 1 : b + 1] = (-lp.gather(-1, tgt[:, None])[:, 0]).cpu().numpy()
+        nll = np.concatenate([[np.nan], rows_nll(head, hidden[:-1], ids[1:], cap, block=chunk)]).astype(np.float32)
     if keep_cache is None:
         return nll
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -77,9 +68,9 @@ def rows_nll(head: torch.nn.Module, rows: torch.Tensor, targets: torch.Tensor, s
             logits = head(rows[a : a + block].to(execution_device(head, rows.device))).float()  # (b, V)
             if softcap:
                 logits = torch.tanh(logits / softcap) * softcap
-            lp = torch.log_softmax(logits, -1)
-            tgt = targets[a : a + block, None].to(lp.device)
-            out[a : a + block] = (-lp.gather(-1, tgt)[:, 0]).cpu().numpy()
+            tgt = targets[a : a + block, None].to(logits.device)  # log-sum-exp minus the target's logit:
+            nll = torch.logsumexp(logits, -1) - logits.gather(-1, tgt)[:, 0]  # no (b, V) log-softmax
+            out[a : a + block] = nll.cpu().numpy()
     return out
 
 
