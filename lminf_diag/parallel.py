@@ -53,6 +53,10 @@ def _init_worker(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
+    from lminf_diag.util.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as in the `diag` process that starts the workers
+
     torch.set_num_threads(threads)
     try:  # no per-worker weight-loading bars: the main process prints one line per finished unit
         from transformers.utils import logging as hf_logging

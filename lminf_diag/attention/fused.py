@@ -87,14 +87,15 @@ def _triangle(q, k, v, scaling):
 
 
 def _merge(parts):
-    """Combine (out, lse) pieces over disjoint key sets into the softmax over their union."""
-    top = torch.stack([lse for _, lse in parts]).amax(0)
-    num, den = 0.0, 0.0
-    for out, lse in parts:
-        w = torch.exp(lse - top)
-        num = num + torch.nan_to_num(out) * w[..., None]
-        den = den + w
-    return num / den[..., None]
+    """Combine (out, lse) pieces over disjoint key sets into the softmax over their union. The
+    pieces' outputs are fresh tensors, zeroed in place where not finite: a piece's rows that see
+    no key (lse -inf), or the 0 x NaN of a masked-out key whose value is NaN, add nothing; a NaN
+    score makes its row's lse, and so the row, NaN."""
+    w = torch.softmax(torch.stack([lse for _, lse in parts]), 0)[..., None]  # (P, B, H, nb, 1)
+    out = parts[0][0].nan_to_num_() * w[0]
+    for (o, _), wi in zip(parts[1:], w[1:], strict=True):
+        out.addcmul_(o.nan_to_num_(), wi)
+    return out
 
 
 def fused_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, *, scaling: float,

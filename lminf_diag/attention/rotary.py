@@ -77,6 +77,11 @@ class RotaryOps:
     def move(self, x: torch.Tensor, from_pos: torch.Tensor, to_pos: int | torch.Tensor) -> torch.Tensor:
         """Re-rotate x (..., N, D) from positions `from_pos` (N,) to `to_pos` (int or (N,))."""
         n = from_pos.shape[0]
+        if not torch.is_tensor(to_pos) and to_pos == 0:  # the rotation at 0 is the identity times the table's scale
+            cos, sin = self.table(torch.cat((from_pos, from_pos.new_zeros(1))))
+            back = self.apply(x, cos[:n], sin[:n], inverse=True)
+            back[..., : cos.shape[-1]] *= cos[n]
+            return back
         to = torch.as_tensor(to_pos, device=from_pos.device).expand(n) if not torch.is_tensor(to_pos) or to_pos.ndim == 0 else to_pos
         cos, sin = self.table(torch.cat((from_pos, to.to(from_pos.dtype))))
         back = self.apply(x, cos[:n], sin[:n], inverse=True)

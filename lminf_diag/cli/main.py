@@ -173,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             if args.verb not in ("models", "books"):
+                from lminf_diag.util.allocator import keep_freed_memory
+
                 _quiet_transformers()
+                keep_freed_memory()  # freed tensors reused, not faulted in again page by page
             code = int(modules[args.verb].run(args) or 0)
             sys.stdout.flush()
             return code
