@@ -44,7 +44,8 @@ def token_nll(model: PreTrainedModel, input_ids: torch.Tensor, chunk: int = 1024
         out = model.base_model(input_ids=input_ids, **kw)
         hidden = out.last_hidden_state[0]  # (N, D)
         ids = input_ids[0].to(hidden.device)
-        nll = np.concatenate([[np.nan], rows_nll(head, hidden[:-1], ids[1:], cap, block=chunk)]).astype(np.float32)
+        nll = np.full(ids.shape[0], np.nan, dtype=np.float32)  # nll[0]: no token predicts it
+        nll[1:] = rows_nll(head, hidden[:-1], ids[1:], cap, block=chunk)
     if keep_cache is None:
         return nll
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import sys
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
@@ -29,25 +29,18 @@ M_MMAP_THRESHOLD = -3
 MMAP_MAX = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)  # glibc's largest mmap threshold (32 MiB)
 TRIM = 2**31 - 1  # the largest int mallopt takes: the heap is not trimmed while the process runs
 
-_done: bool | None = None
-
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory for reuse (once per process); True when it took the settings."""
-    global _done
-    if _done is not None:
-        return _done
-    _done = False
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt thresholds)
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
+    except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM))
-    return _done
+    # musl's mallopt ignores both settings and returns 0
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM))
 
 
 __all__ = ["keep_freed_memory"]
